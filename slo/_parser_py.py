@@ -1,0 +1,277 @@
+"""The tokenizer of the .config language, in pure Python.
+
+This is the twin of ``_parser.pyx``: same names, same results, same errors on
+every input. ``slo.tokenizer`` picks one of them. Change both together.
+
+``scan(text)`` returns ``(statements, errors)``:
+
+- a statement is ``(directive, line, col, items)``, the directive upper-cased;
+- for ``FROM``, an item is ``(path, line, col, end_col, quote)``;
+- for every other directive, ``(key, value, line, key_col, value_col,
+  end_col, quote)``;
+- ``quote`` is 0 for a bare word, 1 for "double", 2 for 'single' quotes; in
+  double-quoted values an escaped ``\\$`` comes out as ``$$``, which
+  interpolation reads as a literal ``$``;
+- an error is ``(line, col, end_col, message)``. A statement with an error
+  is dropped whole, and scanning goes on at the next statement, so one pass
+  reports every lexical error.
+
+Columns are 1-based and count characters; ``end_col`` is one past the end.
+"""
+
+BLANKS = " \t\r\f\v"
+_NAME_START = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_"
+_NAME_CHARS = _NAME_START + "0123456789"
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "$": "$$"}
+
+
+class _Error(Exception):
+    def __init__(self, pos, end, message):
+        self.pos = pos
+        self.end = end
+        self.message = message
+
+
+def _is_name(word):
+    if not word or word[0] not in _NAME_START:
+        return False
+    for c in word:
+        if c not in _NAME_CHARS:
+            return False
+    return True
+
+
+def _skip_blanks(text, pos, n):
+    while pos < n and text[pos] in BLANKS:
+        pos += 1
+    return pos
+
+
+def _end_of_line(text, pos, n):
+    while pos < n and text[pos] != "\n":
+        pos += 1
+    return pos
+
+
+def _is_continuation(text, pos, n):
+    """True when text[pos] is a backslash with only blanks after it on its line."""
+    if text[pos] != "\\":
+        return False
+    pos = _skip_blanks(text, pos + 1, n)
+    return pos >= n or text[pos] == "\n"
+
+
+def _skip_statement(text, pos, n):
+    """Position of the newline that ends the statement around pos (or n)."""
+    while True:
+        eol = _end_of_line(text, pos, n)
+        last = eol - 1
+        while last >= pos and text[last] in BLANKS:
+            last -= 1
+        if eol >= n or last < pos or text[last] != "\\":
+            return eol
+        pos = eol + 1
+        # As in scan: comment lines inside a continuation are skipped.
+        while True:
+            start = _skip_blanks(text, pos, n)
+            if start >= n or text[start] != "#":
+                break
+            pos = _end_of_line(text, start, n)
+            if pos >= n:
+                return pos
+            pos += 1
+
+
+def _parse_word(text, pos, n):
+    """A bare word: up to a blank, a newline or a continuation backslash."""
+    start = pos
+    while pos < n:
+        c = text[pos]
+        if c in BLANKS or c == "\n":
+            break
+        if c == '"' or c == "'":
+            raise _Error(pos, pos + 1, "Unexpected quote inside a bare value; quote the whole value instead")
+        if c == "\\" and _is_continuation(text, pos, n):
+            break
+        pos += 1
+    return pos, text[start:pos]
+
+
+def _parse_quoted(text, pos, n):
+    """A quoted string at text[pos]; returns (pos after it, value, quote kind)."""
+    quote = text[pos]
+    start = pos
+    pos += 1
+    if quote == "'":
+        while pos < n and text[pos] != "'" and text[pos] != "\n":
+            pos += 1
+        if pos >= n or text[pos] != "'":
+            raise _Error(start, start + 1, "Unterminated single-quoted string: add the closing '")
+        return pos + 1, text[start + 1:pos], 2
+    parts = []
+    chunk = pos
+    while True:
+        if pos >= n or text[pos] == "\n":
+            raise _Error(start, start + 1, 'Unterminated double-quoted string: add the closing "')
+        c = text[pos]
+        if c == '"':
+            parts.append(text[chunk:pos])
+            return pos + 1, "".join(parts), 1
+        if c == "\\":
+            parts.append(text[chunk:pos])
+            if pos + 1 >= n or text[pos + 1] not in _ESCAPES:
+                shown = text[pos:pos + 2] if pos + 1 < n and text[pos + 1] != "\n" else "\\"
+                raise _Error(pos, pos + len(shown),
+                             f"Unknown escape {shown} in a double-quoted string"
+                             " (known: \\\" \\\\ \\n \\t \\$; single quotes take text as written)")
+            parts.append(_ESCAPES[text[pos + 1]])
+            pos += 2
+            chunk = pos
+        else:
+            pos += 1
+
+
+def _parse_value(text, pos, n, key, key_pos):
+    """The value after 'key='; returns (pos after it, value, quote kind)."""
+    if pos >= n or text[pos] in BLANKS or text[pos] == "\n" or _is_continuation(text, pos, n):
+        raise _Error(key_pos, pos, f'Missing value after {key}=; write {key}="" for an empty string')
+    c = text[pos]
+    if c == '"' or c == "'":
+        end, value, quote = _parse_quoted(text, pos, n)
+        if end < n and text[end] not in BLANKS and text[end] != "\n" and not _is_continuation(text, end, n):
+            raise _Error(end, end + 1, "Expected whitespace after the closing quote")
+        return end, value, quote
+    if c == "#":
+        raise _Error(pos, pos + 1, f'A bare value cannot start with #; quote it: {key}="#..."')
+    end, value = _parse_word(text, pos, n)
+    return end, value, 0
+
+
+def _parse_pair(text, pos, n):
+    """key=value at text[pos]; returns (pos after it, key, key_pos, value_pos, value, quote)."""
+    start = pos
+    while pos < n:
+        c = text[pos]
+        if c in BLANKS or c == "\n" or c == "=" or c == '"' or c == "'":
+            break
+        if c == "\\" and _is_continuation(text, pos, n):
+            break
+        pos += 1
+    key = text[start:pos]
+    if pos < n and text[pos] == "=":
+        if not key:
+            raise _Error(pos, pos + 1, "Stray '=' with no key before it")
+        if not _is_name(key):
+            raise _Error(start, pos, f"Invalid key {key!r}: a key is letters, digits and _, not starting with a digit")
+        end, value, quote = _parse_value(text, pos + 1, n, key, start)
+        return end, key, start, pos + 1, value, quote
+    if not key:
+        raise _Error(start, start + 1, "Expected key=value, found a quoted string")
+    # No '=' right after the key: either 'key = value' or a word on its own.
+    after = _skip_blanks(text, pos, n)
+    if after < n and text[after] == "=":
+        vpos = _skip_blanks(text, after + 1, n)
+        vend = vpos
+        while vend < n and text[vend] not in BLANKS and text[vend] != "\n":
+            vend += 1
+        raise _Error(start, after + 1, f"No whitespace is allowed around '=': write {key}={text[vpos:vend] or '...'}")
+    raise _Error(start, pos, f"Expected key=value, found {key!r} with no '='")
+
+
+def _parse_path(text, pos, n):
+    """A FROM path: a bare word or a quoted string."""
+    if text[pos] == '"' or text[pos] == "'":
+        end, value, quote = _parse_quoted(text, pos, n)
+        if end < n and text[end] not in BLANKS and text[end] != "\n" and not _is_continuation(text, end, n):
+            raise _Error(end, end + 1, "Expected whitespace after the closing quote")
+        return end, value, quote
+    end, value = _parse_word(text, pos, n)
+    return end, value, 0
+
+
+def scan(text):
+    if text[:1] == "\ufeff":
+        text = text[1:]
+    if "\r\n" in text:
+        text = text.replace("\r\n", "\n")
+    statements = []
+    errors = []
+    n = len(text)
+    pos = 0
+    line = 1
+    line_start = 0
+    while pos < n:
+        pos = _skip_blanks(text, pos, n)
+        if pos >= n:
+            break
+        c = text[pos]
+        if c == "\n":
+            pos += 1
+            line += 1
+            line_start = pos
+            continue
+        if c == "#":
+            pos = _end_of_line(text, pos, n)
+            continue
+        # The directive.
+        start = pos
+        while pos < n and text[pos] in _NAME_CHARS:
+            pos += 1
+        stmt_line = line
+        stmt_col = start - line_start + 1
+        try:
+            if pos == start or text[start] not in _NAME_START or (
+                    pos < n and text[pos] not in BLANKS and text[pos] != "\n"
+                    and not _is_continuation(text, pos, n)):
+                end = pos
+                while end < n and text[end] not in BLANKS and text[end] != "\n":
+                    end += 1
+                word = text[start:end]
+                if "=" in word and _is_name(word[:word.index("=")]):
+                    raise _Error(start, end, f"Expected a directive (such as MODEL or DATA) before {word}")
+                raise _Error(start, max(end, start + 1), f"Expected a directive name, found {word!r}")
+            directive = text[start:pos].upper()
+            is_from = directive == "FROM"
+            items = []
+            while True:
+                pos = _skip_blanks(text, pos, n)
+                if pos >= n:
+                    break
+                c = text[pos]
+                if c == "\n":
+                    break
+                if c == "#":
+                    pos = _end_of_line(text, pos, n)
+                    break
+                if c == "\\" and _is_continuation(text, pos, n):
+                    # Join the next line; comment lines inside are skipped.
+                    pos = _end_of_line(text, pos, n)
+                    while pos < n:
+                        pos += 1
+                        line += 1
+                        line_start = pos
+                        pos = _skip_blanks(text, pos, n)
+                        if pos < n and text[pos] == "#":
+                            pos = _end_of_line(text, pos, n)
+                            continue
+                        break
+                    continue
+                if is_from:
+                    end, value, quote = _parse_path(text, pos, n)
+                    items.append((value, line, pos - line_start + 1, end - line_start + 1, quote))
+                else:
+                    end, key, key_pos, value_pos, value, quote = _parse_pair(text, pos, n)
+                    items.append((key, value, line, key_pos - line_start + 1,
+                                  value_pos - line_start + 1, end - line_start + 1, quote))
+                pos = end
+            if is_from and not items:
+                raise _Error(start, start + 4, "FROM needs at least one path")
+            statements.append((directive, stmt_line, stmt_col, items))
+        except _Error as e:
+            errors.append((line, e.pos - line_start + 1, max(e.end, e.pos + 1) - line_start + 1, e.message))
+            end = _skip_statement(text, e.pos, n)
+            # Count the lines the skipped statement spanned.
+            line += text.count("\n", e.pos, end)
+            pos = end
+            line_start = text.rfind("\n", 0, pos) + 1
+    return statements, errors

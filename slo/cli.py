@@ -1,0 +1,110 @@
+"""The ``slo`` command: check, show, train, prepare, sample, bench, plot, runs, diff.
+
+The config commands never import torch; the others import what they need
+when they run. A config error prints its diagnostics and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import ConfigError
+
+EXIT_CONFIG_ERROR = 2
+
+
+def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
+    """(files, --key=value overrides) from the unparsed arguments."""
+    files, overrides = [], []
+    for a in args:
+        (overrides if a.startswith("--") else files).append(a)
+    return files, overrides
+
+
+def _print_warnings(cfg) -> None:
+    for w in cfg.warnings:
+        print(w.render(), file=sys.stderr)
+
+
+def cmd_check(ns, rest) -> int:
+    from . import load
+    files, overrides = split_overrides(ns.files + rest)
+    cfg = load(*files, overrides=overrides)
+    _print_warnings(cfg)
+    n = sum(1 for k in cfg if cfg.is_set(k))
+    print(f"{' '.join(files)}: ok ({n} keys set, {len(cfg.warnings)} warning{'s' * (len(cfg.warnings) != 1)})")
+    return 0
+
+
+def cmd_show(ns, rest) -> int:
+    from . import dumps, load
+    files, overrides = split_overrides(ns.files + rest)
+    cfg = load(*files, overrides=overrides)
+    if ns.explain:
+        print(cfg.explain())
+    else:
+        sys.stdout.write(dumps(cfg, ns.format))
+    return 0
+
+
+# name -> (module, help). Each module has add_arguments(parser) and run(ns, rest) -> exit
+# status, and imports torch only inside run(), so `slo --help` stays fast.
+COMMANDS = {
+    "check": ("slo.cli", "Check config files; exit 0 when valid, 2 on errors."),
+    "show": ("slo.cli", "Print the resolved config (config, toml, py or json) or --explain it."),
+    "train": ("slo.runner.train", "Train a model from config files (same as python -m slo.runner)."),
+    "prepare": ("slo.runner.prepare", "Turn text files or folders into a dataset (train.bin, val.bin, meta.json)."),
+    "sample": ("slo.runner.sample", "Generate text from a checkpoint."),
+    "bench": ("slo.runner.bench", "Measure training throughput against a nanoGPT-style loop."),
+    "plot": ("slo.report", "Plot loss and learning-rate curves of runs to a PNG."),
+    "runs": ("slo.report", "List the runs under a folder."),
+    "diff": ("slo.report", "Show what differs between two configs or two runs."),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    parser.add_argument("files", nargs="*", metavar="FILE", help="config files, merged left to right")
+    parser.epilog = "Overrides: --key=value or --SECTION.key=value, after the files."
+    if command == "show":
+        parser.add_argument("--format", choices=("config", "toml", "py", "json"), default="config")
+        parser.add_argument("--explain", action="store_true", help="show where every value came from")
+
+
+def run(ns, rest) -> int:
+    return cmd_check(ns, rest) if ns.command == "check" else cmd_show(ns, rest)
+
+
+def _module(name: str):
+    import importlib
+    return importlib.import_module(name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slo", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            _module(module).add_arguments(p, name)
+        except ImportError:  # an optional part that is not installed; its run says how to get it
+            pass
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns, rest = parser.parse_known_args(argv)
+    try:
+        return _module(COMMANDS[ns.command][0]).run(ns, rest)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        n = len(e.errors)
+        print(f"{n} error{'s' * (n != 1)}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The resolved config: immutable values, typed sections, and provenance."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+from .schema import KEYS, SECTION_KEYS, SECTIONS, format_value
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a final value came from, and the assignment it overrode."""
+
+    kind: str  # "default", "file" or "cli"
+    path: str = ""
+    line: int = 0
+    col: int = 0
+    text: str = ""  # the value as written there
+    overrode: Optional["Origin"] = None
+
+    def __str__(self) -> str:
+        if self.kind == "default":
+            return "default"
+        if self.kind == "cli":
+            return "cli"
+        return f"{self.path}:{self.line}:{self.col}" if self.line else self.path
+
+    def chain(self) -> list["Origin"]:
+        """This origin and every one it overrode, newest first."""
+        out, o = [], self
+        while o is not None:
+            out.append(o)
+            o = o.overrode
+        return out
+
+
+def _section_class(section: str):
+    fields = [(name, KEYS[name].type | None if KEYS[name].optional else KEYS[name].type) for name in SECTION_KEYS[section]]
+    cls = dataclasses.make_dataclass(section.title().replace("_", "") + "Config", fields, frozen=True)
+    cls.__doc__ = f"The {section} keys of a resolved config (frozen)."
+    return cls
+
+
+# One frozen dataclass per directive, generated from the schema.
+SECTION_CLASSES = {s: _section_class(s) for s in SECTIONS}
+
+
+class Config(Mapping):
+    """A resolved, validated config. Immutable.
+
+    ``cfg["n_layer"]`` and ``cfg.model.n_layer`` read values; ``cfg.env`` is
+    the ENV mapping; ``cfg.origin(key)`` says where a value came from
+    (``cfg.origin("ENV.NAME")`` for an ENV value).
+    """
+
+    __slots__ = ("_values", "_env", "_provenance", "_sections", "warnings")
+
+    def __init__(self, values: dict, env: dict, provenance: dict, warnings: list = ()):
+        object.__setattr__(self, "_values", values)
+        object.__setattr__(self, "_env", env)
+        # key (or "ENV.NAME") -> (item, path, previous entry or None); absent: default
+        object.__setattr__(self, "_provenance", provenance)
+        object.__setattr__(self, "_sections", {})
+        object.__setattr__(self, "warnings", list(warnings))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Config is immutable; use slo.load(..., overrides=[...]) to change a value")
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Config):
+            return self._values == other._values and self._env == other._env
+        return NotImplemented
+
+    def __hash__(self):
+        return hash((tuple(self._values.items()), tuple(sorted(self._env.items()))))
+
+    def __getattr__(self, name: str):
+        section = name.upper()
+        if section in SECTION_CLASSES:
+            cache = self._sections
+            if section not in cache:
+                cache[section] = SECTION_CLASSES[section](**{k: self._values[k] for k in SECTION_KEYS[section]})
+            return cache[section]
+        raise AttributeError(f"Config has no section {name!r}; sections: {', '.join(s.lower() for s in SECTIONS)}")
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self._values.items() if k in self._provenance}
+        return f"Config({changed!r}, env={self._env!r})"
+
+    @property
+    def env(self) -> dict:
+        return dict(self._env)
+
+    def to_dict(self) -> dict:
+        """Every key's final value, flat (ENV not included: see ``env``)."""
+        return dict(self._values)
+
+    def is_set(self, key: str) -> bool:
+        """True when the value was written somewhere (not the schema default)."""
+        return key in self._provenance
+
+    def origin(self, key: str) -> Origin:
+        if key not in self._values and not (key.startswith("ENV.") and key[4:] in self._env):
+            raise KeyError(key)
+        return _origin(self._provenance.get(key))
+
+    def explain(self) -> str:
+        """Every value with where it came from, one line each."""
+        lines = []
+        for section in SECTIONS:
+            lines.append(f"[{section}]")
+            for key in SECTION_KEYS[section]:
+                lines.append(_explain_line(key, format_value(self._values[key]), self.origin(key),
+                                           format_value(KEYS[key].default)))
+        if self._env:
+            lines.append("[ENV]")
+            for name, value in self._env.items():
+                lines.append(_explain_line(name, value, self.origin("ENV." + name), None))
+        return "\n".join(lines)
+
+
+def _explain_line(key: str, value: str, origin: Origin, default_text: str | None) -> str:
+    text = f"  {key} = {value}".ljust(40) + f"  # {origin}"
+    older = [f"{o.text} from {o}" for o in origin.chain()[1:]]
+    if default_text is not None and origin.kind != "default":
+        older.append(f"{default_text} from default")
+    if older:
+        text += " (overrides " + ", ".join(older) + ")"
+    return text
+
+
+def _origin(entry) -> Origin:
+    if entry is None:
+        return Origin("default")
+    item, path, prev = entry
+    kind = "cli" if path == "<command line>" else "file"
+    line, col = (item[2], item[4]) if item[2] else (0, 0)
+    text = item[1] if type(item[1]) is str else format_value(item[1])
+    return Origin(kind, path, line, col, text, None if prev is None else _origin(prev))

@@ -1,0 +1,309 @@
+"""The schema: every directive and key, written once.
+
+Validation, error messages, ``slo show``, the converters, ``--help`` and the
+key reference in the docs all read this table; nothing else lists the keys.
+Defaults are nanoGPT's ``train.py`` defaults except where noted in the doc.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+SCHEMA_VERSION = 1
+
+# Directives that own keys, in the order a config is written out.
+SECTIONS = ("MODEL", "ADVANCED", "DATA", "TRAIN", "LR_SCHEDULE", "LOGGING", "SYSTEM", "DDP")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    section: str
+    type: type  # int, float, bool or str
+    default: Any
+    doc: str
+    optional: bool = False  # None is accepted
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[str, ...] = ()
+    pattern: str | None = None  # full-match regex for str values (with `allowed` as its text)
+    allowed: str = ""
+
+    @property
+    def type_name(self) -> str:
+        name = self.type.__name__
+        return f"{name} or None" if self.optional else name
+
+    def range_text(self) -> str:
+        """The rule as a person reads it: '>= 1', '0 <= x <= 1', 'one of a, b'."""
+        if self.allowed:
+            return self.allowed
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        low = f"{_num(self.ge)} <= " if self.ge is not None else f"{_num(self.gt)} < " if self.gt is not None else ""
+        high = f" <= {_num(self.le)}" if self.le is not None else f" < {_num(self.lt)}" if self.lt is not None else ""
+        if low and high:
+            return f"{low}x{high}"
+        if low:  # '1 <= ' reads better as '>= 1'
+            return (">= " if self.ge is not None else "> ") + low.split()[0]
+        return high.strip()
+
+
+def _num(x: float | None) -> str:
+    return str(int(x)) if x is not None and float(x).is_integer() else str(x)
+
+
+_K = Key
+KEYS: dict[str, Key] = {k.name: k for k in (
+    # MODEL: the shape of the network.
+    _K("n_layer", "MODEL", int, 12, "Number of transformer blocks.", ge=1),
+    _K("n_head", "MODEL", int, 12, "Attention heads per block.", ge=1),
+    _K("n_embd", "MODEL", int, 768, "Width of the residual stream; divisible by n_head.", ge=1),
+    _K("dropout", "MODEL", float, 0.0, "Dropout probability (0 for pretraining, 0.1+ for finetuning).", ge=0, le=1),
+    _K("bias", "MODEL", bool, False, "Biases in Linear and LayerNorm layers."),
+    _K("vocab_size", "MODEL", int, None, "Vocabulary size; None: from the dataset's meta, else 50304.", optional=True, ge=1),
+    _K("use_rope", "MODEL", bool, False, "Rotary position embeddings instead of learned positions; needs an even head size."),
+    _K("use_rmsnorm", "MODEL", bool, False, "RMSNorm instead of LayerNorm."),
+    _K("use_swiglu", "MODEL", bool, False, "SwiGLU MLP instead of GELU."),
+    # ADVANCED: architecture details most runs leave alone.
+    _K("n_kv_head", "ADVANCED", int, None, "Key/value heads for grouped-query attention; divides n_head; None: n_head.", optional=True, ge=1),
+    _K("rope_theta", "ADVANCED", float, 10000.0, "RoPE base frequency.", gt=0),
+    _K("tie_weights", "ADVANCED", bool, True, "Share the token embedding with the output head."),
+    _K("norm_eps", "ADVANCED", float, 1e-5, "Epsilon of LayerNorm / RMSNorm.", gt=0),
+    _K("init_std", "ADVANCED", float, 0.02, "Standard deviation of the weight init (residual projections scaled by 1/sqrt(2*n_layer)).", gt=0),
+    _K("mlp_ratio", "ADVANCED", float, 4.0, "MLP hidden size / n_embd; SwiGLU uses 2/3 of it, rounded up to a multiple of 64.", gt=0),
+    _K("qk_norm", "ADVANCED", bool, False, "Normalise queries and keys per head."),
+    _K("activation_checkpointing", "ADVANCED", bool, False, "Recompute block activations in the backward pass to save memory."),
+    # DATA
+    _K("dataset", "DATA", str, "openwebtext", "Dataset folder name under data_dir ('builtin': the corpus made from Python's own sources)."),
+    _K("data_dir", "DATA", str, "data", "Folder that holds the datasets (nanoGPT: data)."),
+    _K("batch_size", "DATA", int, 12, "Sequences per micro-batch.", ge=1),
+    _K("block_size", "DATA", int, 1024, "Context length in tokens.", ge=1),
+    _K("gradient_accumulation_steps", "DATA", int, 40, "Micro-batches per optimizer step (over all ranks).", ge=1),
+    # TRAIN
+    _K("learning_rate", "TRAIN", float, 6e-4, "Peak learning rate.", gt=0),
+    _K("max_iters", "TRAIN", int, 600000, "Optimizer steps to run.", ge=0),
+    _K("weight_decay", "TRAIN", float, 0.1, "AdamW weight decay (matrices only).", ge=0),
+    _K("beta1", "TRAIN", float, 0.9, "AdamW beta1.", ge=0, lt=1),
+    _K("beta2", "TRAIN", float, 0.95, "AdamW beta2.", ge=0, lt=1),
+    _K("grad_clip", "TRAIN", float, 1.0, "Clip the gradient norm at this value; 0 disables.", ge=0),
+    _K("init_from", "TRAIN", str, "scratch", "scratch, resume (from out_dir), or a checkpoint file path.", pattern=r".+", allowed="scratch, resume, or a checkpoint path"),
+    _K("eval_only", "TRAIN", bool, False, "Evaluate once and exit."),
+    _K("seed", "TRAIN", int, 1337, "Random seed."),
+    # LR_SCHEDULE
+    _K("decay_lr", "LR_SCHEDULE", bool, True, "Decay the learning rate; False: constant after warmup."),
+    _K("schedule", "LR_SCHEDULE", str, "cosine", "Decay shape (nanoGPT: cosine).", choices=("cosine", "linear", "constant", "wsd")),
+    _K("warmup_iters", "LR_SCHEDULE", int, 2000, "Linear warmup steps; <= lr_decay_iters when decay_lr.", ge=0),
+    _K("lr_decay_iters", "LR_SCHEDULE", int, 600000, "Step at which the learning rate reaches min_lr.", ge=0),
+    _K("min_lr", "LR_SCHEDULE", float, 6e-5, "Final learning rate; <= learning_rate.", ge=0),
+    _K("cooldown_iters", "LR_SCHEDULE", int, 0, "wsd only: length of the final decay to min_lr.", ge=0),
+    # LOGGING
+    _K("out_dir", "LOGGING", str, "out", "Folder for checkpoints, metrics and the resolved config.", pattern=r".+", allowed="a non-empty path"),
+    _K("eval_interval", "LOGGING", int, 2000, "Steps between evaluations (and checkpoints).", ge=1),
+    _K("log_interval", "LOGGING", int, 1, "Steps between log lines.", ge=1),
+    _K("eval_iters", "LOGGING", int, 200, "Batches per evaluation.", ge=1),
+    _K("always_save_checkpoint", "LOGGING", bool, True, "Save at every evaluation, not only when val loss improves."),
+    _K("wandb_log", "LOGGING", bool, False, "Log to Weights & Biases (pip install 'slo[wandb]')."),
+    _K("wandb_project", "LOGGING", str, "owt", "wandb project."),
+    _K("wandb_run_name", "LOGGING", str, "gpt2", "wandb run name."),
+    _K("tensorboard_log", "LOGGING", bool, False, "Write TensorBoard event files to out_dir (pip install 'slo[tensorboard]')."),
+    # SYSTEM
+    _K("device", "SYSTEM", str, "auto", "auto, cpu, cuda, cuda:N or mps (nanoGPT: cuda).", pattern=r"auto|cpu|cuda(:\d+)?|mps", allowed="one of auto, cpu, cuda, cuda:N, mps"),
+    _K("dtype", "SYSTEM", str, "auto", "Compute dtype; auto: bfloat16 where supported, else float32.", choices=("auto", "float32", "bfloat16", "float16")),
+    _K("compile", "SYSTEM", bool, True, "torch.compile the model."),
+    # DDP
+    _K("backend", "DDP", str, "auto", "Process-group backend; auto: nccl on CUDA, gloo on CPU.", choices=("auto", "nccl", "gloo")),
+    _K("nproc_per_node", "DDP", int, None, "Processes on this machine; None: visible GPUs, 1 on CPU.", optional=True, ge=1),
+    _K("master_addr", "DDP", str, "127.0.0.1", "Rendezvous address.", pattern=r".+", allowed="a non-empty host"),
+    _K("master_port", "DDP", int, 29500, "Rendezvous port.", ge=1, le=65535),
+    _K("find_unused_parameters", "DDP", bool, False, "DistributedDataParallel's find_unused_parameters."),
+)}
+
+DEFAULTS: dict[str, Any] = {k.name: k.default for k in KEYS.values()}
+SECTION_KEYS: dict[str, tuple[str, ...]] = {s: tuple(k.name for k in KEYS.values() if k.section == s) for s in SECTIONS}
+DIRECTIVES = ("FROM",) + SECTIONS + ("ENV",)
+
+
+def suggest(word: str, candidates) -> str:
+    """' (did you mean X?)' for the closest candidate, or ''."""
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    if not match:
+        lowered = {c.lower(): c for c in candidates}
+        if word.lower() in lowered:
+            match = [lowered[word.lower()]]
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+# ---- typing: text (or a TOML / Python value) to the key's type ----------
+
+_INT = re.compile(r"[+-]?[0-9](?:_?[0-9])*\Z")
+_BOOLS = {"true": True, "false": False}
+_NONES = frozenset(("None", "none", "null"))
+
+
+def _to_int(value: Any) -> int:
+    if type(value) is int:
+        return value
+    if type(value) is float:
+        if value.is_integer():
+            return int(value)
+        raise ValueError
+    if type(value) is str:
+        if _INT.match(value):
+            return int(value)
+        f = _float_text(value)
+        if f.is_integer():
+            return int(f)
+    raise ValueError
+
+
+def _float_text(text: str) -> float:
+    # float() also takes surrounding spaces, 'nan' and 'inf': none is a config value.
+    if text.strip() != text or not text:
+        raise ValueError
+    f = float(text)
+    if not math.isfinite(f):
+        raise ValueError
+    return f
+
+
+def _to_float(value: Any) -> float:
+    if type(value) is float:
+        if math.isfinite(value):
+            return value
+        raise ValueError
+    if type(value) is int:
+        return float(value)
+    if type(value) is str:
+        return _float_text(value)
+    raise ValueError
+
+
+def _to_bool(value: Any) -> bool:
+    if type(value) is bool:
+        return value
+    if type(value) is str:
+        return _BOOLS[value.lower()]
+    raise ValueError
+
+
+def _to_str(value: Any) -> str:
+    if type(value) is str:
+        return value
+    raise ValueError
+
+
+_CONVERTERS: dict[type, Callable[[Any], Any]] = {int: _to_int, float: _to_float, bool: _to_bool, str: _to_str}
+
+
+def convert(key: Key, value: Any) -> Any:
+    """The value as the key's type, checked against its range.
+
+    Raises ValueError with a message that says what was expected.
+    """
+    if key.optional and (value is None or (type(value) is str and value in _NONES)):
+        return None
+    try:
+        out = _CONVERTERS[key.type](value)
+    except (ValueError, KeyError, OverflowError):
+        shown = value if type(value) is str else repr(value)
+        expected = {int: "an int", float: "a float", bool: "a bool (true or false)", str: "a string"}[key.type]
+        if key.optional:
+            expected += " or None"
+        raise ValueError(f"{key.name}={shown} is not {expected}") from None
+    if not _in_range(key, out):
+        raise ValueError(f"{key.name}={format_value(out)} is out of range: must be {key.range_text()}")
+    return out
+
+
+def _in_range(key: Key, v: Any) -> bool:
+    if key.type is str:
+        if key.choices:
+            return v in key.choices
+        if key.pattern:
+            return re.fullmatch(key.pattern, v) is not None
+        return True
+    if key.type is bool:
+        return True
+    return not ((key.ge is not None and v < key.ge) or (key.gt is not None and v <= key.gt)
+                or (key.le is not None and v > key.le) or (key.lt is not None and v >= key.lt))
+
+
+def format_value(v: Any) -> str:
+    """The text of a typed value as a config writes it (and ${key} substitutes it)."""
+    if v is None:
+        return "None"
+    if type(v) is bool:
+        return "True" if v else "False"
+    if type(v) is float:
+        return repr(v)
+    return str(v)
+
+
+# ---- cross-field rules ---------------------------------------------------
+# Each rule: (keys it reads, check(values) -> message or None). The first key
+# is where the error points unless it was not set and another key was.
+
+def _head_div(v):
+    if v["n_embd"] % v["n_head"]:
+        return f"n_embd={v['n_embd']} is not divisible by n_head={v['n_head']}"
+
+
+def _rope_even(v):
+    if v["use_rope"] and v["n_embd"] % v["n_head"] == 0 and (v["n_embd"] // v["n_head"]) % 2:
+        return (f"use_rope needs an even head size, but n_embd/n_head = {v['n_embd']}/{v['n_head']}"
+                f" = {v['n_embd'] // v['n_head']}")
+
+
+def _kv_div(v):
+    if v["n_kv_head"] is not None and v["n_head"] % v["n_kv_head"]:
+        return f"n_kv_head={v['n_kv_head']} does not divide n_head={v['n_head']}"
+
+
+def _warmup(v):
+    if v["decay_lr"] and v["warmup_iters"] > v["lr_decay_iters"]:
+        return f"warmup_iters={v['warmup_iters']} is greater than lr_decay_iters={v['lr_decay_iters']}"
+
+
+def _min_lr(v):
+    if v["min_lr"] > v["learning_rate"]:
+        return f"min_lr={format_value(v['min_lr'])} is greater than learning_rate={format_value(v['learning_rate'])}"
+
+
+def _cooldown(v):
+    if v["cooldown_iters"] and v["schedule"] != "wsd":
+        return f"cooldown_iters={v['cooldown_iters']} only applies to schedule=wsd, not schedule={v['schedule']}"
+    if v["schedule"] == "wsd" and v["decay_lr"] and v["warmup_iters"] + v["cooldown_iters"] > v["lr_decay_iters"]:
+        return (f"cooldown_iters={v['cooldown_iters']} plus warmup_iters={v['warmup_iters']}"
+                f" is more than lr_decay_iters={v['lr_decay_iters']}")
+
+
+def _nccl(v):
+    if v["backend"] == "nccl" and v["device"] in ("cpu", "mps"):
+        return f"backend=nccl needs a CUDA device, but device={v['device']} (use backend=gloo or auto)"
+
+
+def _accum_world(v):
+    n = v["nproc_per_node"]
+    if n is not None and v["gradient_accumulation_steps"] % n:
+        return (f"gradient_accumulation_steps={v['gradient_accumulation_steps']} is not divisible by"
+                f" nproc_per_node={n}: each of the {n} processes runs an equal share of the micro-steps")
+
+
+RULES: tuple[tuple[tuple[str, ...], Callable[[dict], str | None]], ...] = (
+    (("n_embd", "n_head"), _head_div),
+    (("use_rope", "n_embd", "n_head"), _rope_even),
+    (("n_kv_head", "n_head"), _kv_div),
+    (("warmup_iters", "lr_decay_iters", "decay_lr"), _warmup),
+    (("min_lr", "learning_rate"), _min_lr),
+    (("cooldown_iters", "schedule", "warmup_iters", "lr_decay_iters"), _cooldown),
+    (("backend", "device"), _nccl),
+    (("gradient_accumulation_steps", "nproc_per_node"), _accum_world),
+)
