@@ -49,3 +49,11 @@ class ConfigError(ValueError):
             errors = [errors]
         self.errors: list[Diagnostic] = list(errors)
         super().__init__("\n".join(d.render() for d in self.errors))
+
+
+class RunError(Exception):
+    """A run cannot go on (missing dataset, corrupt checkpoint, dead rank, ...).
+
+    The message says what is wrong and how to fix it; entry points print it
+    without a traceback and exit with status 1.
+    """
