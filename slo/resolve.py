@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable
 
 from .config import Config
 from .errors import ConfigError, Diagnostic
-from .schema import DEFAULTS, DIRECTIVES, ENV_NAME, KEYS, RULES, SECTION_KEYS, SECTIONS, convert, format_value, suggest
+from .schema import (CONVERT, DEFAULTS, DIRECTIVES, ENV_NAME, KEY_SECTION, KEYS, RULES, SECTION_KEYS, SECTIONS,
+                     format_value, suggest)
 from .tokenizer import scan
 
 MAX_DEPTH = 32
@@ -94,8 +95,14 @@ def read_config(text: str, path: str) -> Source:
                 src.note_twice("ENV." + item[0], item, seen)
                 src.env.append(item)
         elif directive in SECTION_KEYS:
+            sets = src.sets
             for item in items:
-                src.add(item, directive, seen)
+                key = item[0]
+                if KEY_SECTION.get(key) == directive and key not in seen:
+                    seen[key] = item  # the common case, kept short: loading is on every command's path
+                    sets.append(item)
+                else:
+                    src.add(item, directive, seen)
         else:
             src.error(line, col, col + len(directive),
                       f"Unknown directive {directive}{suggest(directive, DIRECTIVES) or ' (directives: ' + ', '.join(DIRECTIVES) + ')'}")
@@ -250,13 +257,21 @@ class _Resolver:
         self.typed: dict[str, Any] = {}
         self.env_final: dict[str, Any] = {}
         self.active: list[str] = []
-        for key in values:
-            if key not in self.typed:
-                self.value_of(key)
+        typed = self.typed
+        for key, (item, path, _) in values.items():
+            raw = item[1]
+            if type(raw) is str and "$" in raw and item[6] != 2:
+                if key not in typed:
+                    self.value_of(key)
+            else:
+                try:
+                    typed[key] = CONVERT[key](raw)
+                except ValueError as e:
+                    self._error_at(item, path, str(e))
+                    typed[key] = _FAILED
         for name in env:
             if name not in self.env_final:
                 self.env_value(name)
-        typed = self.typed
         final = dict(DEFAULTS)
         final.update(typed)
         for keys, check in RULES:
@@ -318,7 +333,7 @@ class _Resolver:
             result = _FAILED
         else:
             try:
-                result = convert(KEYS[key], raw)
+                result = CONVERT[key](raw)
             except ValueError as e:
                 self._error_at(item, path, str(e))
                 result = _FAILED

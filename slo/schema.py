@@ -156,7 +156,7 @@ def _to_int(value: Any) -> int:
             return int(value)
         raise ValueError
     if type(value) is str:
-        if _INT.match(value):
+        if value.isdecimal() and value.isascii() or _INT.match(value):
             return int(value)
         f = _float_text(value)
         if f.is_integer():
@@ -208,32 +208,49 @@ def convert(key: Key, value: Any) -> Any:
 
     Raises ValueError with a message that says what was expected.
     """
-    if key.optional and (value is None or (type(value) is str and value in _NONES)):
+    return CONVERT[key.name](value)
+
+
+def _converter(key: Key) -> Callable[[Any], Any]:
+    """One function per key that types and range-checks a value (the hot path of loading)."""
+    to_type = _CONVERTERS[key.type]
+    optional = key.optional
+    in_range = _range_check(key)
+
+    def conv(value: Any) -> Any:
+        if optional and (value is None or (type(value) is str and value in _NONES)):
+            return None
+        try:
+            out = to_type(value)
+        except (ValueError, KeyError, OverflowError):
+            raise ValueError(_type_message(key, value)) from None
+        if in_range is not None and not in_range(out):
+            raise ValueError(f"{key.name}={format_value(out)} is out of range: must be {key.range_text()}")
+        return out
+
+    return conv
+
+
+def _type_message(key: Key, value: Any) -> str:
+    shown = value if type(value) is str else repr(value)
+    expected = {int: "an int", float: "a float", bool: "a bool (true or false)", str: "a string"}[key.type]
+    return f"{key.name}={shown} is not {expected}{' or None' if key.optional else ''}"
+
+
+def _range_check(key: Key) -> Callable[[Any], bool] | None:
+    if key.choices:
+        return frozenset(key.choices).__contains__
+    if key.pattern:
+        pattern = re.compile(key.pattern)
+        return lambda v: pattern.fullmatch(v) is not None
+    bounds = [(op, x) for op, x in (("ge", key.ge), ("gt", key.gt), ("le", key.le), ("lt", key.lt)) if x is not None]
+    if not bounds:
         return None
-    try:
-        out = _CONVERTERS[key.type](value)
-    except (ValueError, KeyError, OverflowError):
-        shown = value if type(value) is str else repr(value)
-        expected = {int: "an int", float: "a float", bool: "a bool (true or false)", str: "a string"}[key.type]
-        if key.optional:
-            expected += " or None"
-        raise ValueError(f"{key.name}={shown} is not {expected}") from None
-    if not _in_range(key, out):
-        raise ValueError(f"{key.name}={format_value(out)} is out of range: must be {key.range_text()}")
-    return out
-
-
-def _in_range(key: Key, v: Any) -> bool:
-    if key.type is str:
-        if key.choices:
-            return v in key.choices
-        if key.pattern:
-            return re.fullmatch(key.pattern, v) is not None
-        return True
-    if key.type is bool:
-        return True
-    return not ((key.ge is not None and v < key.ge) or (key.gt is not None and v <= key.gt)
-                or (key.le is not None and v > key.le) or (key.lt is not None and v >= key.lt))
+    if bounds == [("ge", key.ge)]:
+        low = key.ge
+        return lambda v: v >= low
+    checks = {"ge": lambda v, x: v >= x, "gt": lambda v, x: v > x, "le": lambda v, x: v <= x, "lt": lambda v, x: v < x}
+    return lambda v: all(checks[op](v, x) for op, x in bounds)
 
 
 def format_value(v: Any) -> str:
@@ -307,3 +324,7 @@ RULES: tuple[tuple[tuple[str, ...], Callable[[dict], str | None]], ...] = (
     (("backend", "device"), _nccl),
     (("gradient_accumulation_steps", "nproc_per_node"), _accum_world),
 )
+
+
+CONVERT: dict[str, Callable[[Any], Any]] = {name: _converter(key) for name, key in KEYS.items()}
+KEY_SECTION: dict[str, str] = {name: key.section for name, key in KEYS.items()}

@@ -1,0 +1,158 @@
+"""How fast slo reads configs: tokenize and full load, Cython vs the Python twin,
+against tomllib and json reading the same values.
+
+    python benchmarks/bench_parse.py [--repeat 7] [--out benchmarks/results/bench_parse.json]
+
+For each shipped config and a generated large file it reports the median time
+of repeated runs (and MB/s) of:
+  tokenize (c)      slo._parser.scan
+  tokenize (py)     slo._parser_py.scan
+  load (c)          slo.load: read, tokenize, resolve FROM, interpolate, type, validate
+  load (py)         the same with the Python tokenizer
+  tomllib.loads     the same config written as TOML (its explicitly set values)
+  json.loads        the same values as flat JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+import tomli_w
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import slo  # noqa: E402
+from slo import _parser_py, resolve  # noqa: E402
+from slo.schema import KEYS, SECTION_KEYS  # noqa: E402
+from slo.tokenizer import EXTENSION_LOADED  # noqa: E402
+
+
+def median_time(fn, repeat: int, budget: float = 0.2) -> float:
+    """Median seconds per call over `repeat` rounds, each long enough to time well."""
+    fn()
+    number = 1
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        if time.perf_counter() - t0 > budget / 4 or number > 1 << 20:
+            break
+        number *= 4
+    rounds = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        rounds.append((time.perf_counter() - t0) / number)
+    return statistics.median(rounds)
+
+
+def toml_twin(cfg) -> str:
+    tables: dict = {}
+    for section, keys in SECTION_KEYS.items():
+        values = {k: cfg[k] for k in keys if cfg.is_set(k) and cfg[k] is not None}
+        if values:
+            tables[section.lower()] = values
+    if cfg.env:
+        tables["env"] = cfg.env
+    return tomli_w.dumps(tables)
+
+
+def json_twin(cfg) -> str:
+    return json.dumps({k: cfg[k] for k in cfg if cfg.is_set(k)} | {f"ENV.{k}": v for k, v in cfg.env.items()})
+
+
+def large_config(lines: int) -> str:
+    """A big but valid config: every key once, then many ENV statements."""
+    out = ["# generated for the benchmark\n", "MODEL n_layer=6 n_head=6 n_embd=384 dropout=0.1\n",
+           "DATA dataset=builtin batch_size=32 block_size=256\n"]
+    for i in range(lines):
+        if i % 10 == 0:
+            out.append(f"# section {i // 10}: comments are skipped\n")
+        out.append(f'ENV VAR_{i}_A=value{i} VAR_{i}_B="quoted {i}" \\\n    VAR_{i}_C=\'literal {i}\'\n')
+    return "".join(out)
+
+
+def with_python_tokenizer(fn):
+    def run():
+        saved = resolve.scan
+        resolve.scan = _parser_py.scan
+        try:
+            return fn()
+        finally:
+            resolve.scan = saved
+    return run
+
+
+def bench_case(name: str, path: Path, repeat: int) -> dict:
+    text = path.read_text()
+    size = len(text.encode())
+    cfg = slo.load(path)
+    toml_text = toml_twin(cfg)
+    json_text = json_twin(cfg)
+    assert tomllib.loads(toml_text) and json.loads(json_text)
+    timings = {}
+    if EXTENSION_LOADED:
+        from slo._parser import scan as c_scan
+        timings["tokenize (c)"] = median_time(lambda: c_scan(text), repeat)
+    timings["tokenize (py)"] = median_time(lambda: _parser_py.scan(text), repeat)
+    timings["load (c)" if EXTENSION_LOADED else "load"] = median_time(lambda: slo.load(path), repeat)
+    timings["load (py)"] = median_time(with_python_tokenizer(lambda: slo.load(path)), repeat)
+    timings["tomllib.loads"] = median_time(lambda: tomllib.loads(toml_text), repeat)
+    timings["json.loads"] = median_time(lambda: json.loads(json_text), repeat)
+    return {"name": name, "bytes": size, "keys_set": sum(1 for k in cfg if cfg.is_set(k)), "env": len(cfg.env),
+            "seconds": timings, "mb_per_s": {k: size / v / 1e6 for k, v in timings.items()}}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--large-lines", type=int, default=5000)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_parse.json"))
+    args = parser.parse_args(argv)
+
+    cases = [(p.name, p) for p in sorted((ROOT / "configs").glob("*.config"))]
+    with tempfile.TemporaryDirectory() as tmp:
+        big = Path(tmp) / "large-generated.config"
+        big.write_text(large_config(args.large_lines))
+        cases.append((big.name, big))
+        results = [bench_case(name, path, args.repeat) for name, path in cases]
+
+    columns = list(results[0]["seconds"])
+    print(f"{'config':28} {'KB':>6} " + " ".join(f"{c:>15}" for c in columns))
+    for r in results:
+        cells = " ".join(f"{r['seconds'][c] * 1e6:>13.1f}us" for c in columns)
+        print(f"{r['name']:28} {r['bytes'] / 1024:6.1f} {cells}")
+    print()
+    for r in results:
+        ratios = []
+        if "tokenize (c)" in r["seconds"]:
+            ratios.append(f"tokenize c/py speedup {r['seconds']['tokenize (py)'] / r['seconds']['tokenize (c)']:.1f}x")
+        load = r["seconds"].get("load (c)", r["seconds"].get("load"))
+        ratios.append(f"load vs tomllib {r['seconds']['tomllib.loads'] / load:.1f}x faster")
+        mbs = r["mb_per_s"].get("tokenize (c)", r["mb_per_s"]["tokenize (py)"])
+        ratios.append(f"tokenize {mbs:.1f} MB/s")
+        print(f"{r['name']:28} " + ", ".join(ratios))
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"benchmark": "parse", "python": sys.version.split()[0], "machine": platform.machine(),
+              "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+              "extension_loaded": EXTENSION_LOADED, "results": results}
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
