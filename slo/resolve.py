@@ -274,11 +274,14 @@ class _Resolver:
                 self.env_value(name)
         final = dict(DEFAULTS)
         final.update(typed)
+        failed = self.errors and {k for k, v in typed.items() if v is _FAILED}
         for keys, check in RULES:
-            if any(k in values for k in keys) and not any(typed.get(k) is _FAILED for k in keys):
-                message = check(final)
-                if message:
-                    self._rule_error(keys, message)
+            # Defaults satisfy every rule, so a rule none of whose keys is set can't fail.
+            if values.keys().isdisjoint(keys) or (failed and not failed.isdisjoint(keys)):
+                continue
+            message = check(final)
+            if message:
+                self._rule_error(keys, message)
         if self.errors:
             raise ConfigError(self.errors)
         provenance = dict(values)
