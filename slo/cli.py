@@ -53,6 +53,7 @@ def cmd_show(ns, rest) -> int:
 COMMANDS = {
     "check": ("slo.cli", "Check config files; exit 0 when valid, 2 on errors."),
     "show": ("slo.cli", "Print the resolved config (config, toml, py or json) or --explain it."),
+    "keys": ("slo.keys_doc", "List every config key with its type, default, range and meaning."),
     "train": ("slo.runner.train", "Train a model from config files (same as python -m slo.runner)."),
     "prepare": ("slo.runner.prepare", "Turn text files or folders into a dataset (train.bin, val.bin, meta.json)."),
     "sample": ("slo.runner.sample", "Generate text from a checkpoint."),
