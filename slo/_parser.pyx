@@ -147,7 +147,17 @@ cdef inline bint _after_quote_ok(const Py_UCS4* s, Py_ssize_t end, Py_ssize_t n)
 cdef object _parse_value(str text, const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t n, str key,
                          Py_ssize_t key_pos, Py_ssize_t* end, int* quote):
     """The value after 'key='; sets end and quote (0 bare, 1 double, 2 single)."""
+    cdef Py_ssize_t vpos, vend
     if pos >= n or _blank(s[pos]) or s[pos] == u'\n' or _is_continuation(s, pos, n):
+        if pos < n and _blank(s[pos]):
+            # 'key= value': a word without '=' after the blanks was meant as the value.
+            vpos = _skip_blanks(s, pos, n)
+            vend = vpos
+            while vend < n and not _blank(s[vend]) and s[vend] != u'\n':
+                vend += 1
+            word = text[vpos:vend]
+            if vend > vpos and s[vpos] != u'#' and "=" not in word and not _is_continuation(s, vpos, n):
+                raise _Error(key_pos, pos, f"No whitespace is allowed around '=': write {key}={word}")
         raise _Error(key_pos, pos, f'Missing value after {key}=; write {key}="" for an empty string')
     cdef Py_UCS4 c = s[pos]
     if c == u'"' or c == u"'":
@@ -298,3 +308,143 @@ def scan(str text):
             pos = end
             line_start = text.rfind("\n", 0, pos) + 1
     return statements, errors
+
+
+# ---- fast typing of plain values (see slo.schema.FAST_TABLE) -------------
+
+from libc.math cimport isfinite
+
+cdef dict _BOOL_WORDS = {"True": True, "False": False, "true": True, "false": False}
+cdef frozenset _NONE_WORDS = frozenset(("None", "none", "null"))
+
+
+cdef bint _all_digits(str raw) noexcept:
+    cdef Py_UCS4 c
+    if len(raw) == 0 or len(raw) > 18:
+        return False
+    for c in raw:
+        if c < u'0' or c > u'9':
+            return False
+    return True
+
+
+cdef bint _float_chars(str raw) noexcept:
+    cdef Py_UCS4 c
+    if len(raw) == 0:
+        return False
+    for c in raw:
+        if not ((u'0' <= c <= u'9') or c == u'.' or c == u'e' or c == u'E' or c == u'+' or c == u'-'):
+            return False
+    return True
+
+
+cdef bint _in_bounds(double value, tuple spec) except -1:
+    low = spec[2]
+    high = spec[4]
+    if low is not None and (value < <double> low or (spec[3] and value == <double> low)):
+        return False
+    if high is not None and (value > <double> high or (spec[5] and value == <double> high)):
+        return False
+    return True
+
+
+def type_values(dict entries, dict table):
+    cdef dict typed = {}
+    cdef list rest = []
+    cdef tuple item, spec
+    cdef int code
+    cdef double f
+    for key, entry in entries.items():
+        item = <tuple> (<tuple> entry)[0]
+        raw = item[1]
+        spec = <tuple> table[key]
+        if type(raw) is not str or (item[6] != 2 and "$" in <str> raw):
+            rest.append(key)
+            continue
+        if spec[1] and raw in _NONE_WORDS:
+            typed[key] = None
+            continue
+        code = spec[0]
+        if code == 0:
+            if not _all_digits(raw):
+                rest.append(key)
+                continue
+            value = int(raw)
+            f = <double> value
+        elif code == 1:
+            if not _float_chars(raw):
+                rest.append(key)
+                continue
+            try:
+                value = float(raw)
+            except ValueError:
+                rest.append(key)
+                continue
+            f = value
+            if not isfinite(f):
+                rest.append(key)
+                continue
+        elif code == 2:
+            value = _BOOL_WORDS.get(raw)
+            if value is None:
+                rest.append(key)
+            else:
+                typed[key] = value
+            continue
+        elif code == 3 or (code == 4 and raw in <frozenset> spec[6]) or (code == 5 and len(<str> raw) > 0):
+            typed[key] = raw
+            continue
+        else:
+            rest.append(key)
+            continue
+        if _in_bounds(f, spec):
+            typed[key] = value
+        else:
+            rest.append(key)
+    return typed, rest
+
+
+# ---- sorting statements into assignments (see slo.resolve.read_config) ---
+
+def index_statements(list statements, dict key_section, sections):
+    cdef list bases = [], sets = [], env = [], problems = []
+    cdef set seen = set(), seen_env = set()
+    cdef bint others = False
+    cdef tuple statement, item
+    for statement in statements:
+        directive = statement[0]
+        if directive == "FROM":
+            if others:
+                problems.append(("late-from", statement, None))
+            else:
+                bases.extend(statement[3])
+            continue
+        others = True
+        if directive == "ENV":
+            for item in statement[3]:
+                if item[0] in seen_env:
+                    problems.append(("twice", statement, item))
+                seen_env.add(item[0])
+                env.append(item)
+        elif directive in sections:
+            for item in statement[3]:
+                key = item[0]
+                if key_section.get(key) != directive:
+                    problems.append(("key", statement, item))
+                    continue
+                if key in seen:
+                    problems.append(("twice", statement, item))
+                seen.add(key)
+                sets.append(item)
+        else:
+            problems.append(("directive", statement, None))
+    return bases, sets, env, problems
+
+
+def chain(list items, path):
+    cdef dict entries = {}
+    cdef tuple item
+    for item in items:
+        key = item[0]
+        entries[key] = (item, path, entries.get(key))
+    return entries

@@ -134,6 +134,15 @@ def _parse_quoted(text, pos, n):
 def _parse_value(text, pos, n, key, key_pos):
     """The value after 'key='; returns (pos after it, value, quote kind)."""
     if pos >= n or text[pos] in BLANKS or text[pos] == "\n" or _is_continuation(text, pos, n):
+        if pos < n and text[pos] in BLANKS:
+            # 'key= value': a word without '=' after the blanks was meant as the value.
+            vpos = _skip_blanks(text, pos, n)
+            vend = vpos
+            while vend < n and text[vend] not in BLANKS and text[vend] != "\n":
+                vend += 1
+            word = text[vpos:vend]
+            if word and word[0] != "#" and "=" not in word and not _is_continuation(text, vpos, n):
+                raise _Error(key_pos, pos, f"No whitespace is allowed around '=': write {key}={word}")
         raise _Error(key_pos, pos, f'Missing value after {key}=; write {key}="" for an empty string')
     c = text[pos]
     if c == '"' or c == "'":
@@ -275,3 +284,130 @@ def scan(text):
             pos = end
             line_start = text.rfind("\n", 0, pos) + 1
     return statements, errors
+
+
+# ---- fast typing of plain values (see slo.schema.FAST_TABLE) -------------
+
+_FLOAT_CHARS = frozenset("0123456789.eE+-")
+_BOOL_WORDS = {"True": True, "False": False, "true": True, "false": False}
+_NONE_WORDS = frozenset(("None", "none", "null"))
+
+
+def type_values(entries, table):
+    """Typed values of the provenance entries that plain rules can type.
+
+    entries maps key -> (item, path, overridden); table is schema.FAST_TABLE.
+    Returns (typed, rest): rest lists the keys left to the schema's own
+    converters, in order: values to interpolate, values that are not plain
+    (TOML values, '1e6' for an int, '1_000', ...) and values out of range,
+    whose converter then explains the error.
+    """
+    typed = {}
+    rest = []
+    for key, entry in entries.items():
+        item = entry[0]
+        raw = item[1]
+        spec = table[key]
+        if type(raw) is not str or (item[6] != 2 and "$" in raw):
+            rest.append(key)
+            continue
+        if spec[1] and raw in _NONE_WORDS:
+            typed[key] = None
+            continue
+        code = spec[0]
+        if code == 0:
+            if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+                rest.append(key)
+                continue
+            value = int(raw)
+        elif code == 1:
+            if not raw or not _FLOAT_CHARS.issuperset(raw):
+                rest.append(key)
+                continue
+            try:
+                value = float(raw)
+            except ValueError:
+                rest.append(key)
+                continue
+            if value != value or value in (float("inf"), float("-inf")):
+                rest.append(key)
+                continue
+        elif code == 2:
+            value = _BOOL_WORDS.get(raw)
+            if value is None:
+                rest.append(key)
+            else:
+                typed[key] = value
+            continue
+        elif code == 3 or (code == 4 and raw in spec[6]) or (code == 5 and raw):
+            typed[key] = raw
+            continue
+        else:
+            rest.append(key)
+            continue
+        low, low_open, high, high_open = spec[2], spec[3], spec[4], spec[5]
+        if ((low is not None and (value < low or (low_open and value == low)))
+                or (high is not None and (value > high or (high_open and value == high)))):
+            rest.append(key)
+        else:
+            typed[key] = value
+    return typed, rest
+
+
+# ---- sorting statements into assignments (see slo.resolve.read_config) ---
+
+def index_statements(statements, key_section, sections):
+    """Sort scanned statements into FROM bases, assignments and problems.
+
+    key_section maps each key to its directive; sections is the set of
+    directives that own keys. Returns (bases, sets, env, problems): the FROM
+    items written before any other directive, the key items and the ENV
+    items in file order, and (kind, statement, item) for each problem the
+    caller reports, in file order: "late-from" (a FROM after another
+    directive; item None), "directive" (an unknown directive; item None),
+    "key" (an unknown key, or one under another directive; left out of
+    sets), "twice" (a key or ENV name set again; kept in sets or env).
+    """
+    bases = []
+    sets = []
+    env = []
+    problems = []
+    seen = set()
+    seen_env = set()
+    others = False
+    for statement in statements:
+        directive = statement[0]
+        if directive == "FROM":
+            if others:
+                problems.append(("late-from", statement, None))
+            else:
+                bases.extend(statement[3])
+            continue
+        others = True
+        if directive == "ENV":
+            for item in statement[3]:
+                if item[0] in seen_env:
+                    problems.append(("twice", statement, item))
+                seen_env.add(item[0])
+                env.append(item)
+        elif directive in sections:
+            for item in statement[3]:
+                key = item[0]
+                if key_section.get(key) != directive:
+                    problems.append(("key", statement, item))
+                    continue
+                if key in seen:
+                    problems.append(("twice", statement, item))
+                seen.add(key)
+                sets.append(item)
+        else:
+            problems.append(("directive", statement, None))
+    return bases, sets, env, problems
+
+
+def chain(items, path):
+    """key -> provenance entry (item, path, entry it overrode or None), items applied in order."""
+    entries = {}
+    for item in items:
+        entries[item[0]] = (item, path, entries.get(item[0]))
+    return entries

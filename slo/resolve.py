@@ -19,14 +19,16 @@ from typing import Any, Callable, Iterable
 
 from .config import Config
 from .errors import ConfigError, Diagnostic
-from .schema import (CONVERT, DEFAULTS, DIRECTIVES, ENV_NAME, KEY_SECTION, KEYS, RULES, SECTION_KEYS, SECTIONS,
+from .schema import (CONVERT, DEFAULTS, DIRECTIVES, ENV_NAME, FAST_TABLE, KEY_SECTION, KEYS, RULES, SECTION_KEYS, SECTIONS,
                      format_value, suggest)
-from .tokenizer import scan
+from .tokenizer import chain as chain_entries
+from .tokenizer import index_statements, scan, type_values
 
 MAX_DEPTH = 32
 CLI_PATH = "<command line>"
 STRING_PATH = "<string>"
 _FAILED = object()  # a value whose error is already reported
+SECTION_SET = frozenset(SECTION_KEYS)
 
 
 class Source:
@@ -66,12 +68,17 @@ class Source:
             self.sets.append(item)
 
     def note_twice(self, name: str, item: tuple, seen: dict) -> None:
+        """Warn when name was set before in this file (seen: name -> first item)."""
         first = seen.get(name)
-        if first is not None and item[2]:
+        if first is not None:
+            self.warn_twice(name, item, first)
+        seen[name] = item
+
+    def warn_twice(self, name: str, item: tuple, first: tuple) -> None:
+        if item[2]:
             self.warnings.append(self.diag(item[2], item[3], item[5], (
                 f"{name} is set twice in this file (first at {self.path}:{first[2]}:{first[3]}); the later value wins"),
                 "warning"))
-        seen[name] = item
 
 
 def read_config(text: str, path: str) -> Source:
@@ -80,44 +87,31 @@ def read_config(text: str, path: str) -> Source:
     statements, errors = scan(text)
     for line, col, end_col, message in errors:
         src.error(line, col, end_col, message)
-    seen: dict = {}
-    others = False
-    for directive, line, col, items in statements:
-        if directive == "FROM":
-            if others:
-                src.error(line, col, col + 4, "FROM must come before every other directive")
-            else:
-                src.bases.extend(items)
-            continue
-        others = True
-        if directive == "ENV":
-            for item in items:
-                src.note_twice("ENV." + item[0], item, seen)
-                src.env.append(item)
-        elif directive in SECTION_KEYS:
-            sets = src.sets
-            for item in items:
-                key = item[0]
-                if KEY_SECTION.get(key) == directive and key not in seen:
-                    seen[key] = item  # the common case, kept short: loading is on every command's path
-                    sets.append(item)
-                else:
-                    src.add(item, directive, seen)
-        else:
-            src.error(line, col, col + len(directive),
-                      f"Unknown directive {directive}{suggest(directive, DIRECTIVES) or ' (directives: ' + ', '.join(DIRECTIVES) + ')'}")
+    src.bases, src.sets, src.env, problems = index_statements(statements, KEY_SECTION, SECTION_SET)
+    for kind, (directive, line, col, _), item in problems:
+        if kind == "late-from":
+            src.error(line, col, col + 4, "FROM must come before every other directive")
+        elif kind == "directive":
+            src.error(line, col, col + len(directive), f"Unknown directive {directive}"
+                      f"{suggest(directive, DIRECTIVES) or ' (directives: ' + ', '.join(DIRECTIVES) + ')'}")
+        elif kind == "key":
+            src.add(item, directive, {})
+        else:  # set twice: the first assignment is the earliest item of that name
+            items = src.env if directive == "ENV" else src.sets
+            first = next(i for i in items if i[0] == item[0])
+            src.warn_twice("ENV." + item[0] if directive == "ENV" else item[0], item, first)
     return src
 
 
-def _reader(ext: str) -> Callable[[str, str], Source] | None:
+def _reader(ext: str, trust_py: bool = False) -> Callable[[str, str], Source] | None:
     if ext == ".config":
         return read_config
     if ext == ".toml":
         from .formats.toml import read
         return read
     if ext == ".py":
-        from .formats.legacy_py import read
-        return read
+        from .formats.legacy_py import read, read_trusted
+        return read_trusted if trust_py else read
     return None
 
 
@@ -155,12 +149,26 @@ def cli_source(overrides: Iterable[str]) -> Source:
 
 
 def _splice(entry, below):
-    """entry's override chain, continued by below's."""
+    """entry's override chain, continued by below's; an assignment already in it is not repeated.
+
+    Iterative, and without repeats: chains stay as long as the assignments are many,
+    however often the same base is reached (FROM a a, diamonds).
+    """
     if below is None:
         return entry
     if entry is None:
         return below
-    return (entry[0], entry[1], _splice(entry[2], below))
+    chain, seen = [], set()
+    for e in (entry, below):
+        while e is not None:
+            if id(e[0]) not in seen:
+                seen.add(id(e[0]))
+                chain.append(e)
+            e = e[2]
+    out = None
+    for item, path, _ in reversed(chain):
+        out = (item, path, out)
+    return out
 
 
 def _merge_into(target: dict, layer: dict) -> None:
@@ -170,9 +178,11 @@ def _merge_into(target: dict, layer: dict) -> None:
 
 
 class _Resolver:
-    def __init__(self, environ):
+    def __init__(self, environ, trust_py: bool = False):
         self.environ = os.environ if environ is None else environ
+        self.trust_py = trust_py  # run .py configs as Python instead of reading them
         self.sources: dict[str, Source] = {}
+        self.resolved: dict[str, tuple[dict, dict]] = {}  # real path -> resolve_source's result
         self.errors: list[Diagnostic] = []
         self.warnings: list[Diagnostic] = []
 
@@ -183,7 +193,7 @@ class _Resolver:
         src = self.sources.get(real)
         if src is not None:
             return src
-        reader = _reader(os.path.splitext(real)[1].lower())
+        reader = _reader(os.path.splitext(real)[1].lower(), self.trust_py)
         problem = None
         if reader is None:
             problem = (f"Cannot read {display}: unknown config format {os.path.splitext(real)[1] or '(no extension)'!r};"
@@ -202,6 +212,8 @@ class _Resolver:
             except UnicodeDecodeError as e:
                 line = data.count(b"\n", 0, e.start) + 1
                 problem = f"{display} is not UTF-8 text (byte 0x{data[e.start]:02x} at line {line})"
+            except ValueError as e:  # a path open() refuses, such as one with a NUL in it
+                problem = f"Cannot read {display}: {e}"
         if problem is not None:
             if at is None:
                 self.errors.append(Diagnostic(display, 0, 0, problem))
@@ -214,12 +226,16 @@ class _Resolver:
         return src
 
     def resolve_source(self, src: Source, real_dir: str, chain: tuple) -> tuple[dict, dict]:
-        """Merged (values, env) provenance entries of src and its bases."""
+        """Merged (values, env) provenance entries of src and its bases (computed once per file)."""
+        done = self.resolved.get(chain[-1][0])
+        if done is not None:
+            return done
         values: dict = {}
         env: dict = {}
         display_dir = os.path.dirname(src.path) if src.path not in (STRING_PATH, CLI_PATH) else ""
         for item in src.bases:
-            written = os.path.expanduser(item[0])
+            # Paths are not interpolated: the tokenizer's $$ for a quoted \$ is a plain $.
+            written = os.path.expanduser(item[0].replace("$$", "$") if item[4] == 1 else item[0])
             real = os.path.normpath(os.path.join(real_dir, written))
             display = os.path.normpath(os.path.join(display_dir, written))
             if not os.path.splitext(written)[1] and not os.path.exists(real):
@@ -239,11 +255,12 @@ class _Resolver:
             bvalues, benv = self.resolve_source(base, os.path.dirname(real), chain + ((real, display),))
             _merge_into(values, bvalues)
             _merge_into(env, benv)
-        path = src.path
-        for item in src.sets:
-            values[item[0]] = (item, path, values.get(item[0]))
-        for item in src.env:
-            env[item[0]] = (item, path, env.get(item[0]))
+        if values or env:
+            _merge_into(values, chain_entries(src.sets, src.path))
+            _merge_into(env, chain_entries(src.env, src.path))
+        else:
+            values, env = chain_entries(src.sets, src.path), chain_entries(src.env, src.path)
+        self.resolved[chain[-1][0]] = values, env
         return values, env
 
     def _fail(self, src: Source, item: tuple, message: str) -> None:
@@ -254,27 +271,21 @@ class _Resolver:
     def finish(self, values: dict, env: dict) -> Config:
         self.entries = values
         self.env_entries = env
-        self.typed: dict[str, Any] = {}
+        # Plain values are typed in one fast pass; the rest (interpolation, unusual
+        # spellings, errors) one by one, in value_of.
+        typed, rest = type_values(values, FAST_TABLE)
+        self.typed: dict[str, Any] = typed
         self.env_final: dict[str, Any] = {}
         self.active: list[str] = []
-        typed = self.typed
-        for key, (item, path, _) in values.items():
-            raw = item[1]
-            if type(raw) is str and "$" in raw and item[6] != 2:
-                if key not in typed:
-                    self.value_of(key)
-            else:
-                try:
-                    typed[key] = CONVERT[key](raw)
-                except ValueError as e:
-                    self._error_at(item, path, str(e))
-                    typed[key] = _FAILED
+        for key in rest:
+            if key not in typed:
+                self.value_of(key)
         for name in env:
             if name not in self.env_final:
                 self.env_value(name)
         final = dict(DEFAULTS)
         final.update(typed)
-        failed = self.errors and {k for k, v in typed.items() if v is _FAILED}
+        failed = {k for k, v in typed.items() if v is _FAILED} if self.errors else ()
         for keys, check in RULES:
             # Defaults satisfy every rule, so a rule none of whose keys is set can't fail.
             if values.keys().isdisjoint(keys) or (failed and not failed.isdisjoint(keys)):
@@ -332,6 +343,8 @@ class _Resolver:
                 raw = self.interpolate(raw, item, path)
             finally:
                 self.active.pop()
+            if raw is not _FAILED and type(raw) is not str and KEYS[key].type is str:
+                raw = format_value(raw)  # wandb_run_name=${n_layer} is the text "6"
         if raw is _FAILED:
             result = _FAILED
         else:
@@ -434,14 +447,15 @@ def _locate(path: str) -> tuple[str, str]:
     return path, real
 
 
-def load(*paths, overrides: Iterable[str] = (), env=None) -> Config:
+def load(*paths, overrides: Iterable[str] = (), env=None, trust_py: bool = False) -> Config:
     """Resolve config files (merged left to right) and overrides into a Config.
 
-    Raises ConfigError with every problem found.
+    trust_py runs .py configs as Python, as nanoGPT does, instead of reading
+    them without running them. Raises ConfigError with every problem found.
     """
     if not paths:
         raise ConfigError("No config file given")
-    res = _Resolver(env)
+    res = _Resolver(env, trust_py)
     values: dict = {}
     envs: dict = {}
     for path in paths:

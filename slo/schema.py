@@ -241,7 +241,7 @@ def _range_check(key: Key) -> Callable[[Any], bool] | None:
     if key.choices:
         return frozenset(key.choices).__contains__
     if key.pattern:
-        pattern = re.compile(key.pattern)
+        pattern = re.compile(key.pattern, re.DOTALL)  # a value may hold a newline
         return lambda v: pattern.fullmatch(v) is not None
     bounds = [(op, x) for op, x in (("ge", key.ge), ("gt", key.gt), ("le", key.le), ("lt", key.lt)) if x is not None]
     if not bounds:
@@ -275,7 +275,7 @@ def _head_div(v):
 
 def _rope_even(v):
     if v["use_rope"] and v["n_embd"] % v["n_head"] == 0 and (v["n_embd"] // v["n_head"]) % 2:
-        return (f"use_rope needs an even head size, but n_embd/n_head = {v['n_embd']}/{v['n_head']}"
+        return (f"use_rope needs an even head size, but n_embd={v['n_embd']} / n_head={v['n_head']}"
                 f" = {v['n_embd'] // v['n_head']}")
 
 
@@ -290,7 +290,8 @@ def _warmup(v):
 
 
 def _min_lr(v):
-    if v["min_lr"] > v["learning_rate"]:
+    # As in nanoGPT, min_lr is read only when the learning rate decays.
+    if v["decay_lr"] and v["min_lr"] > v["learning_rate"]:
         return f"min_lr={format_value(v['min_lr'])} is greater than learning_rate={format_value(v['learning_rate'])}"
 
 
@@ -319,7 +320,7 @@ RULES: tuple[tuple[tuple[str, ...], Callable[[dict], str | None]], ...] = (
     (("use_rope", "n_embd", "n_head"), _rope_even),
     (("n_kv_head", "n_head"), _kv_div),
     (("warmup_iters", "lr_decay_iters", "decay_lr"), _warmup),
-    (("min_lr", "learning_rate"), _min_lr),
+    (("min_lr", "learning_rate", "decay_lr"), _min_lr),
     (("cooldown_iters", "schedule", "warmup_iters", "lr_decay_iters"), _cooldown),
     (("backend", "device"), _nccl),
     (("gradient_accumulation_steps", "nproc_per_node"), _accum_world),
@@ -328,3 +329,22 @@ RULES: tuple[tuple[tuple[str, ...], Callable[[dict], str | None]], ...] = (
 
 CONVERT: dict[str, Callable[[Any], Any]] = {name: _converter(key) for name, key in KEYS.items()}
 KEY_SECTION: dict[str, str] = {name: key.section for name, key in KEYS.items()}
+
+# The fast typing table read by the tokenizer module's type_values (both twins):
+# key -> (code, optional, low, low_open, high, high_open, choices). Codes:
+FAST_INT, FAST_FLOAT, FAST_BOOL, FAST_STR, FAST_CHOICE, FAST_NONEMPTY, FAST_DEFER = range(7)
+
+
+def _fast_spec(key: Key) -> tuple:
+    low, low_open = (key.gt, True) if key.gt is not None else (key.ge, False)
+    high, high_open = (key.lt, True) if key.lt is not None else (key.le, False)
+    if key.type is str:
+        code = (FAST_CHOICE if key.choices else FAST_NONEMPTY if key.pattern == ".+"
+                else FAST_DEFER if key.pattern else FAST_STR)
+    else:
+        code = {int: FAST_INT, float: FAST_FLOAT, bool: FAST_BOOL}[key.type]
+    return (code, key.optional, None if low is None else float(low), low_open,
+            None if high is None else float(high), high_open, frozenset(key.choices) or None)
+
+
+FAST_TABLE: dict[str, tuple] = {name: _fast_spec(key) for name, key in KEYS.items()}

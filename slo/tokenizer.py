@@ -1,4 +1,4 @@
-"""Picks the tokenizer: the Cython extension, or its pure-Python twin.
+"""Picks the tokenizer (chain, index_statements, scan, type_values): the Cython extension, or its pure-Python twin.
 
 ``SLO_NO_EXTENSIONS=1`` (read here and nowhere else) forces the twin; so does
 an extension that failed to import, which ``EXTENSION_LOADED`` reports so
@@ -14,24 +14,25 @@ from .errors import ConfigError, Diagnostic
 NO_EXTENSIONS = bool(os.environ.get("SLO_NO_EXTENSIONS"))
 
 if NO_EXTENSIONS:
-    from ._parser_py import scan
+    from ._parser_py import chain, index_statements, scan, type_values
     EXTENSION_LOADED = False
 else:
     try:
-        from ._parser import scan  # type: ignore[no-redef]
+        from ._parser import chain, index_statements, scan, type_values  # type: ignore[no-redef]
         EXTENSION_LOADED = True
     except ImportError:  # not built (e.g. a source checkout): the twin still works
-        from ._parser_py import scan
+        from ._parser_py import chain, index_statements, scan, type_values
         EXTENSION_LOADED = False
 
-__all__ = ["scan", "tokenize", "EXTENSION_LOADED", "NO_EXTENSIONS"]
+__all__ = ["scan", "index_statements", "chain", "type_values", "tokenize", "EXTENSION_LOADED", "NO_EXTENSIONS"]
 
 
 def tokenize(text: str, path: str = "<string>") -> list[tuple]:
     """The statements of a .config text; raises ConfigError on lexical errors."""
     statements, errors = scan(text)
     if errors:
-        lines = text.splitlines()
+        # Split as scan counts lines: at \n only (splitlines also splits at \f, \x1c, \u2028, ...).
+        lines = text.removeprefix("\ufeff").replace("\r\n", "\n").split("\n")
         raise ConfigError([
             Diagnostic(path, line, col, msg, end_col, source=lines[line - 1] if line <= len(lines) else "")
             for line, col, end_col, msg in errors])
