@@ -231,7 +231,7 @@ def scan(str text):
     cdef list errors = []
     cdef list items
     cdef Py_ssize_t n = len(text)
-    cdef Py_ssize_t pos = 0, line = 1, line_start = 0, start, end = 0, stmt_line, stmt_col, eq
+    cdef Py_ssize_t pos = 0, line = 1, line_start = 0, start, end = 0, stmt_line, stmt_col, stmt_line_start, eq
     cdef Py_UCS4 c
     cdef bint is_from
     while pos < n:
@@ -253,6 +253,7 @@ def scan(str text):
             pos += 1
         stmt_line = line
         stmt_col = start - line_start + 1
+        stmt_line_start = line_start
         try:
             if pos == start or not _name_start(s[start]) or (
                     pos < n and not _blank(s[pos]) and s[pos] != u'\n'
@@ -302,6 +303,8 @@ def scan(str text):
                 raise _Error(start, start + 4, "FROM needs at least one path")
             statements.append((directive, stmt_line, stmt_col, items))
         except _Error as e:
+            if e.pos < line_start:  # a FROM with no path, found past a continuation: point at the FROM
+                line, line_start = stmt_line, stmt_line_start
             errors.append((line, e.pos - line_start + 1, max(e.end, e.pos + 1) - line_start + 1, e.message))
             end = _skip_statement(s, e.pos, n)
             line += text.count("\n", e.pos, end)

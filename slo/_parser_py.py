@@ -228,6 +228,7 @@ def scan(text):
             pos += 1
         stmt_line = line
         stmt_col = start - line_start + 1
+        stmt_line_start = line_start
         try:
             if pos == start or text[start] not in _NAME_START or (
                     pos < n and text[pos] not in BLANKS and text[pos] != "\n"
@@ -277,6 +278,8 @@ def scan(text):
                 raise _Error(start, start + 4, "FROM needs at least one path")
             statements.append((directive, stmt_line, stmt_col, items))
         except _Error as e:
+            if e.pos < line_start:  # a FROM with no path, found past a continuation: point at the FROM
+                line, line_start = stmt_line, stmt_line_start
             errors.append((line, e.pos - line_start + 1, max(e.end, e.pos + 1) - line_start + 1, e.message))
             end = _skip_statement(text, e.pos, n)
             # Count the lines the skipped statement spanned.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import ConfigError
+from .errors import ConfigError, RunError
 
 EXIT_CONFIG_ERROR = 2
 
@@ -30,7 +30,7 @@ def _print_warnings(cfg) -> None:
 def cmd_check(ns, rest) -> int:
     from . import load
     files, overrides = split_overrides(ns.files + rest)
-    cfg = load(*files, overrides=overrides)
+    cfg = load(*files, overrides=overrides, trust_py=ns.trust_py)
     _print_warnings(cfg)
     n = sum(1 for k in cfg if cfg.is_set(k))
     print(f"{' '.join(files)}: ok ({n} keys set, {len(cfg.warnings)} warning{'s' * (len(cfg.warnings) != 1)})")
@@ -40,7 +40,7 @@ def cmd_check(ns, rest) -> int:
 def cmd_show(ns, rest) -> int:
     from . import dumps, load
     files, overrides = split_overrides(ns.files + rest)
-    cfg = load(*files, overrides=overrides)
+    cfg = load(*files, overrides=overrides, trust_py=ns.trust_py)
     if ns.explain:
         print(cfg.explain())
     else:
@@ -67,6 +67,8 @@ COMMANDS = {
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("files", nargs="*", metavar="FILE", help="config files, merged left to right")
     parser.epilog = "Overrides: --key=value or --SECTION.key=value, after the files."
+    parser.add_argument("--trust-py", action="store_true",
+                        help="run .py configs as Python, as nanoGPT does (only for files you trust)")
     if command == "show":
         parser.add_argument("--format", choices=("config", "toml", "py", "json"), default="config")
         parser.add_argument("--explain", action="store_true", help="show where every value came from")
@@ -103,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         n = len(e.errors)
         print(f"{n} error{'s' * (n != 1)}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    except RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -144,8 +144,14 @@ def _explain_line(key: str, value: str, origin: Origin, default_text: str | None
 def _origin(entry) -> Origin:
     if entry is None:
         return Origin("default")
-    item, path, prev = entry
-    kind = "cli" if path == "<command line>" else "file"
-    line, col = (item[2], item[4]) if item[2] else (0, 0)
-    text = item[1] if type(item[1]) is str else format_value(item[1])
-    return Origin(kind, path, line, col, text, None if prev is None else _origin(prev))
+    entries = []  # newest first; built oldest first below, without recursion (chains can be long)
+    while entry is not None:
+        entries.append(entry)
+        entry = entry[2]
+    origin = None
+    for item, path, _ in reversed(entries):
+        kind = "cli" if path == "<command line>" else "file"
+        line, col = (item[2], item[4]) if item[2] else (0, 0)
+        text = item[1] if type(item[1]) is str else format_value(item[1])
+        origin = Origin(kind, path, line, col, text, origin)
+    return origin

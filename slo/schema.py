@@ -115,7 +115,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     _K("wandb_run_name", "LOGGING", str, "gpt2", "wandb run name."),
     _K("tensorboard_log", "LOGGING", bool, False, "Write TensorBoard event files to out_dir (pip install 'slo[tensorboard]')."),
     # SYSTEM
-    _K("device", "SYSTEM", str, "auto", "auto, cpu, cuda, cuda:N or mps (nanoGPT: cuda).", pattern=r"auto|cpu|cuda(:\d+)?|mps", allowed="one of auto, cpu, cuda, cuda:N, mps"),
+    _K("device", "SYSTEM", str, "auto", "auto, cpu, cuda, cuda:N or mps (nanoGPT: cuda).", pattern=r"auto|cpu|cuda(:[0-9]+)?|mps", allowed="one of auto, cpu, cuda, cuda:N, mps"),
     _K("dtype", "SYSTEM", str, "auto", "Compute dtype; auto: bfloat16 where supported, else float32.", choices=("auto", "float32", "bfloat16", "float16")),
     _K("compile", "SYSTEM", bool, True, "torch.compile the model."),
     # DDP
@@ -225,7 +225,7 @@ def _converter(key: Key) -> Callable[[Any], Any]:
         except (ValueError, KeyError, OverflowError):
             raise ValueError(_type_message(key, value)) from None
         if in_range is not None and not in_range(out):
-            raise ValueError(f"{key.name}={format_value(out)} is out of range: must be {key.range_text()}")
+            raise ValueError(f"{key.name}={format_value(out) or chr(34) * 2} is out of range: must be {key.range_text()}")
         return out
 
     return conv
