@@ -1,0 +1,196 @@
+"""Checkpoints: atomic saves, safe loads, and the model they hold.
+
+A checkpoint is a dict of tensors and plain Python values (nanoGPT's keys
+``model``, ``optimizer``, ``model_args``, ``iter_num``, ``best_val_loss``,
+``config``, plus whatever exact resume needs), so ``torch.load`` can run with
+``weights_only=True``. Saving writes a temporary file beside the target,
+fsyncs it and renames it over the target: a crash at any moment leaves either
+the old checkpoint or the new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+
+from ..errors import RunError
+from .model import GPT, ModelArgs
+
+CHECKPOINT_NAME = "ckpt.pt"
+# prefixes torch.compile and DistributedDataParallel put before parameter names
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+# model_args that do not change the weights or what the model computes at inference
+_TRAINING_ONLY_ARGS = ("dropout", "init_std", "activation_checkpointing")
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.tmp."
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temporary files left by saves of ``path`` whose process is gone."""
+    prefix = _temp_prefix(path)
+    for tmp in path.parent.glob(prefix + "*"):
+        pid_text = tmp.name[len(prefix):].split(".", 1)[0]
+        if pid_text.isdigit() and (int(pid_text) == os.getpid() or not _process_alive(int(pid_text))):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    return True
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """Write ``state`` to ``path`` atomically: temp file, flush, fsync, rename, fsync the folder."""
+    path = Path(path)
+    folder = path.parent
+    tmp = folder / f"{_temp_prefix(path)}{os.getpid()}.{os.urandom(4).hex()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(path)
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise RunError(f"could not write checkpoint {path}: {e}. The previous checkpoint, if any, is "
+                       "untouched; free some disk space or point out_dir at a writable folder") from e
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(folder)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Read a checkpoint (a file, or a folder holding ckpt.pt) with weights_only=True.
+
+    Missing, truncated, corrupt or foreign files raise RunError saying what to do.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    where = f"{path.name} in {path.parent}"
+    if not path.exists():
+        raise RunError(f"no checkpoint at {path}: train a model first (slo train CONFIG), "
+                       "or point init_from / the sample command at an existing .pt file or out_dir")
+    if not path.is_file():
+        raise RunError(f"{path} is not a file; give a checkpoint file or the out_dir that holds {CHECKPOINT_NAME}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if refused:
+            raise RunError(f"{where} holds a Python object ({refused.group(1)}) that safe loading refuses; "
+                           "only checkpoints of tensors and plain values (dicts, lists, numbers, "
+                           "strings) load: re-save it that way, or use another checkpoint") from e
+        raise _corrupt(where, e) from e
+    except PermissionError as e:
+        raise RunError(f"cannot read {path}: {e}; check the file's permissions") from e
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError,
+            TypeError, AttributeError, MemoryError) as e:
+        raise _corrupt(where, e) from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        found = f"keys: {', '.join(map(str, list(ckpt)[:8]))}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
+        raise RunError(f"{where} is not a slo or nanoGPT checkpoint (no 'model' key; {found}); "
+                       "point init_from or the sample command at a ckpt.pt written by training")
+    return ckpt
+
+
+def _corrupt(where: str, e: BaseException) -> RunError:
+    text = str(e)
+    unpickler = re.search(r"WeightsUnpickler error:\s*(.+)", text)  # the cause inside torch's long advice
+    if unpickler:
+        detail = unpickler.group(1).strip()
+    else:
+        detail = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return RunError(f"{where} is truncated or corrupt ({detail}): was the run killed while saving, "
+                    "or the file copied only in part? Delete it or point init_from at another checkpoint")
+
+
+def clean_state_dict(state: dict) -> dict:
+    """The model's state dict without compile/DDP prefixes and nanoGPT's causal-mask buffers."""
+    if not isinstance(state, dict):
+        raise RunError(f"the checkpoint's 'model' is a {type(state).__name__}, not a state dict of tensors; "
+                       "use a ckpt.pt written by slo or nanoGPT")
+    out = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise RunError(f"the checkpoint's model entry {key!r} is a {type(value).__name__}, not a tensor; "
+                           "use a ckpt.pt written by slo or nanoGPT")
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        if key.endswith(".attn.bias") and value.dim() == 4:  # nanoGPT's tril mask, not a weight
+            continue
+        out[key] = value
+    return out
+
+
+def model_from_checkpoint(ckpt: dict, device="cpu") -> GPT:
+    """Build the checkpoint's model (from ``model_args``) and load its weights."""
+    if "model_args" not in ckpt:
+        raise RunError("the checkpoint has no 'model_args', so its model cannot be rebuilt; "
+                       "use a ckpt.pt written by slo or nanoGPT")
+    args = ModelArgs.from_dict(ckpt["model_args"])
+    model = GPT(args)
+    state = clean_state_dict(ckpt["model"])
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                   if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+        if keys:
+            more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
+            problems.append(f"{label}: {', '.join(keys[:4])}{more}")
+    if problems:
+        raise RunError("the checkpoint's weights do not fit its model_args (" + "; ".join(problems) +
+                       "): it was made with a different model config or a different program; "
+                       "use a checkpoint from the same config")
+    model.load_state_dict(state)
+    return model.to(device)
+
+
+def check_compatible(ckpt_args: dict, args: ModelArgs, source: str = "the checkpoint") -> None:
+    """RunError listing each model key where the checkpoint and the config differ
+    (keys that only affect training, such as dropout, may differ)."""
+    saved = ModelArgs.from_dict(ckpt_args)
+    diffs = [f"{name}: checkpoint {getattr(saved, name)!r}, config {getattr(args, name)!r}"
+             for name in ModelArgs.__dataclass_fields__
+             if name not in _TRAINING_ONLY_ARGS and getattr(saved, name) != getattr(args, name)]
+    if diffs:
+        raise RunError(f"{source} was made with a different model config: " + "; ".join(diffs) +
+                       ". Set those keys to the checkpoint's values to resume, or start fresh with "
+                       "init_from=scratch (or another out_dir)")
