@@ -1,0 +1,300 @@
+"""slo-convert: configs from one format to another (.config, .toml, .py).
+
+    slo-convert IN -o OUT [--flatten] [--trust-py]
+    slo-convert IN [IN ...] -o FOLDER --to config|toml|py [--flatten] [--trust-py]
+
+OUT's extension picks the format (with a folder, --to does). Without
+--flatten the output keeps the input's FROM / extends and holds only the
+input's own values (an interpolation such as ${max_iters} stays one, so the
+output follows its base as the input did); a base converted in the same call
+is named under its new name, any other base keeps its name, its path made
+relative to the output's folder. With --flatten the output stands alone:
+every key set anywhere, with its resolved value, and every ENV value. A .py
+output is always flat (nanoGPT has no FROM).
+
+Comment lines above a key and the comment at the end of its line come along,
+as do the comments at the top and the bottom of the file.
+
+Every output is loaded again before it takes its place and must give the same
+config as its input; it is written to a temporary file beside OUT, then moved
+over OUT in one step. Inputs are never modified. Exit status: 0 on success,
+2 on a config or usage error (the diagnostics printed, no traceback), 1 when
+a file cannot be written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+
+from .config import Config
+from .errors import ConfigError, RunError
+from .resolve import Source, _locate, _reader, load
+from .formats import config_lang, legacy_py, toml
+from .formats.comments import Comments
+from .formats.document import Document, Interpolated, from_config
+
+FORMATS = {".config": config_lang, ".toml": toml, ".py": legacy_py}  # each reads comments and writes
+EXIT_CONFIG_ERROR = 2
+
+
+class UsageError(ValueError):
+    """The arguments ask for something slo-convert does not do."""
+
+
+@dataclass
+class Conversion:
+    input: str  # as given
+    output: str
+    real_input: str
+    real_output: str
+    config: Config | None = None
+    text: str = ""
+    source: Source | None = None  # the input as read, for its own values and bases (not for .py)
+
+
+def _ext(path: str) -> str:
+    return os.path.splitext(path)[1].lower()
+
+
+def plan(inputs: list[str], output: str, to: str | None = None) -> list[Conversion]:
+    """Which file goes where; UsageError when the arguments do not say it clearly."""
+    if not inputs:
+        raise UsageError("Name at least one config file to convert")
+    ext = _ext(output)
+    to_ext = "." + to.lstrip(".").lower() if to else None
+    if to_ext is not None and to_ext not in FORMATS:
+        raise UsageError(f"Cannot convert to {to!r}: use config, toml or py")
+    single_file = len(inputs) == 1 and ext and not os.path.isdir(output)
+    if single_file:
+        if ext not in FORMATS:
+            extra = " (for JSON: slo show --format json)" if ext == ".json" else ""
+            raise UsageError(f"Cannot write {output}: slo-convert writes .config, .toml or .py{extra}")
+        if to_ext is not None and to_ext != ext:
+            raise UsageError(f"--to {to} does not match the extension of {output}")
+        pairs = [(inputs[0], output)]
+    else:
+        if os.path.exists(output) and not os.path.isdir(output):
+            raise UsageError(f"{output} is a file: with several inputs, -o names a folder")
+        if to_ext is None:
+            raise UsageError(f"Give --to config, toml or py: {output} is a folder"
+                             if len(inputs) == 1 else "Give --to config, toml or py for the files in the folder")
+        pairs = []
+        for path in inputs:
+            stem = os.path.splitext(os.path.basename(_locate(path)[0]))[0]
+            pairs.append((path, os.path.join(output, stem + to_ext)))
+    conversions = []
+    for path, out in pairs:
+        display, real = _locate(path)
+        conversions.append(Conversion(display, out, real, os.path.abspath(os.path.expanduser(out))))
+    reals_in = {c.real_input for c in conversions}
+    outs: dict[str, str] = {}
+    for c in conversions:
+        if c.real_output in reals_in:
+            raise UsageError(f"{c.output} is an input: slo-convert never modifies its inputs; choose another output")
+        if c.real_output in outs:
+            raise UsageError(f"{outs[c.real_output]} and {c.input} would both be written to {c.output}")
+        outs[c.real_output] = c.input
+    return conversions
+
+
+# ---- what to write ---------------------------------------------------------
+
+def _own_value(item: tuple, final):
+    """An item's value as the output keeps it: its interpolation if it has one, else the final value."""
+    raw = item[1]
+    if type(raw) is str and item[6] != 2 and "$" in raw:
+        return Interpolated(raw)
+    return final
+
+
+def _base_real(item: tuple, c: Conversion) -> str:
+    """The real path of a base, found as the resolver finds it."""
+    written = os.path.expanduser(item[0])
+    real = os.path.normpath(os.path.join(os.path.dirname(c.real_input), written))
+    if not os.path.splitext(written)[1] and not os.path.exists(real):
+        real += ".config"
+    return real
+
+
+def _base_path(item: tuple, c: Conversion, converted: dict[str, str]) -> str:
+    """A base's path as written in the output (relative to the output's folder)."""
+    written = item[0]
+    real = _base_real(item, c)
+    target = converted.get(real)
+    if target is None:
+        if os.path.isabs(os.path.expanduser(written)) or os.path.dirname(c.real_input) == os.path.dirname(c.real_output):
+            return written
+        target = real
+    return os.path.relpath(target, os.path.dirname(c.real_output))
+
+
+def read_input(c: Conversion) -> None:
+    """c's text and, but for a .py (which has no bases), its Source."""
+    ext = _ext(c.real_input)
+    try:
+        with open(c.real_input, "rb") as f:  # as the resolver reads it: a \r stays a \r
+            c.text = f.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:  # it loaded a moment ago
+        raise RunError(f"Cannot read {c.input}: {e}") from None
+    if ext != ".py":
+        c.source = _reader(ext)(c.text, c.input)
+
+
+def document(c: Conversion, converted: dict[str, str], flatten: bool) -> Document:
+    """What c's output holds (c.config is the input, resolved)."""
+    cfg = c.config
+    fmt = FORMATS.get(_ext(c.real_input))
+    comments = fmt.read_comments(c.text) if fmt else Comments()
+    if flatten or c.source is None or _ext(c.real_output) == ".py":
+        comments.above.pop("FROM", None)
+        comments.trailing.pop("FROM", None)
+        doc = from_config(cfg, only_set=True)
+        doc.comments = comments
+        return doc
+    src = c.source
+    values = {item[0]: _own_value(item, cfg[item[0]]) for item in src.sets}
+    env = {item[0]: _own_value(item, cfg.env[item[0]]) for item in src.env}
+    bases = [_base_path(item, c, converted) for item in src.bases]
+    return Document(values, env, bases, comments)
+
+
+# ---- writing ---------------------------------------------------------------
+
+def _differences(a: Config, b: Config) -> list[str]:
+    keys = [k for k in a if a[k] != b[k] or type(a[k]) is not type(b[k])]
+    names = sorted(set(a.env) | set(b.env))
+    return keys + ["ENV." + n for n in names if a.env.get(n) != b.env.get(n)]
+
+
+def write_checked(c: Conversion, text: str, trust_py: bool) -> None:
+    """Write text to c.real_output atomically, after checking that it loads to c.config."""
+    folder = os.path.dirname(c.real_output)
+    name = os.path.basename(c.real_output)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=_ext(name))
+    except OSError as e:
+        raise RunError(f"Cannot write {c.output}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            again = load(tmp, trust_py=trust_py)
+        except ConfigError as e:
+            raise RunError(f"The converted {c.output} does not load (this is a bug in slo-convert):\n{e}") from None
+        diff = _differences(c.config, again)
+        if diff:
+            raise RunError(f"The converted {c.output} differs from {c.input} in {', '.join(diff)}"
+                           " (this is a bug in slo-convert); nothing was written")
+        mode = os.stat(c.real_output).st_mode & 0o777 if os.path.exists(c.real_output) else _default_mode()
+        os.chmod(tmp, mode)
+        os.replace(tmp, c.real_output)
+    except OSError as e:
+        raise RunError(f"Cannot write {c.output}: {e.strerror or e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _bases_first(conversions: list[Conversion]) -> list[Conversion]:
+    """conversions ordered so that an input's bases among them are written before it."""
+    by_real = {c.real_input: c for c in conversions}
+    done: list[Conversion] = []
+
+    def visit(c: Conversion, seen: tuple) -> None:
+        if c in done or c.real_input in seen:
+            return
+        for dep in _base_reals(c):
+            if dep in by_real:
+                visit(by_real[dep], seen + (c.real_input,))
+        done.append(c)
+
+    for c in conversions:
+        visit(c, ())
+    return done
+
+
+def _base_reals(c: Conversion) -> list[str]:
+    return [_base_real(item, c) for item in c.source.bases] if c.source else []
+
+
+def convert(inputs: list[str], output: str, *, to: str | None = None, flatten: bool = False,
+            trust_py: bool = False) -> list[Conversion]:
+    """Convert config files; returns what was written.
+
+    Raises UsageError for arguments that do not make sense, ConfigError for
+    configs that do not load (nothing is written then), RunError when a
+    file cannot be written.
+    """
+    conversions = plan(list(inputs), output, to)
+    errors = []
+    for c in conversions:
+        try:
+            c.config = load(c.input, trust_py=trust_py)
+        except ConfigError as e:
+            errors.extend(e.errors)
+    if errors:
+        raise ConfigError(errors)
+    for c in conversions:
+        read_input(c)
+    converted = {c.real_input: c.real_output for c in conversions}
+    for c in _bases_first(conversions):
+        doc = document(c, converted, flatten)
+        write_checked(c, FORMATS[_ext(c.real_output)].write(doc), trust_py)
+    return conversions
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slo-convert", description="Convert configs between .config, .toml and nanoGPT's .py.",
+        epilog="Without --flatten the output keeps FROM / extends; a .py output is always flat.")
+    parser.add_argument("inputs", nargs="+", metavar="IN", help="config files to convert")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT",
+                        help="the output file (its extension picks the format), or a folder with --to")
+    parser.add_argument("--to", choices=("config", "toml", "py"), help="the format of the files written to a folder")
+    parser.add_argument("--flatten", action="store_true", help="write every value set, with no FROM / extends")
+    parser.add_argument("--trust-py", action="store_true",
+                        help="run .py configs as Python, as nanoGPT does (only for files you trust)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        conversions = convert(ns.inputs, ns.output, to=ns.to, flatten=ns.flatten, trust_py=ns.trust_py)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        n = len(e.errors)
+        print(f"{n} error{'s' * (n != 1)}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except UsageError as e:
+        parser.print_usage(sys.stderr)
+        print(f"slo-convert: error: {e}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except RunError as e:
+        print(f"slo-convert: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    for c in conversions:
+        for w in c.config.warnings:
+            print(w.render(), file=sys.stderr)
+        print(f"{c.input} -> {c.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,2 @@
+# expect: 2: n_layer=six is not an int
+n_layer = 'six'

@@ -1,0 +1,3 @@
+# expect: 2: A class definition
+class Config:
+    n_layer = 6

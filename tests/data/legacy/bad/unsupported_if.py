@@ -1,0 +1,3 @@
+# expect: 2: An if statement
+if True:
+    n_layer = 6

@@ -1,0 +1,3 @@
+# expect: 2: import subprocess
+import subprocess
+n_layer = 4

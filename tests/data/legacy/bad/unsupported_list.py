@@ -1,0 +1,2 @@
+# expect: 2: A list
+batch_size = [12, 24]

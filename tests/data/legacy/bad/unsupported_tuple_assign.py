@@ -1,0 +1,2 @@
+# expect: 2: Assigning to (n_layer, n_head)
+n_layer, n_head = 6, 6
