@@ -294,7 +294,7 @@ class _Resolver:
             if message:
                 self._rule_error(keys, message)
         if self.errors:
-            raise ConfigError(self.errors)
+            raise ConfigError(_in_reading_order(self.errors))
         provenance = dict(values)
         for name, entry in env.items():
             provenance["ENV." + name] = entry
@@ -436,6 +436,14 @@ class _Resolver:
             self._error_at(item, path, f"Unknown key {ref} in ${{{ref}}}{suggest(ref, KEYS)}")
             return _FAILED
         return self.value_of(ref)
+
+
+def _in_reading_order(errors: list[Diagnostic]) -> list[Diagnostic]:
+    """Each file's diagnostics by line and column, files in the order they were first named."""
+    rank = {}
+    for d in errors:
+        rank.setdefault(d.path, len(rank))
+    return sorted(errors, key=lambda d: (rank[d.path], d.line, d.col))
 
 
 def _locate(path: str) -> tuple[str, str]:

@@ -98,7 +98,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     _K("eval_only", "TRAIN", bool, False, "Evaluate once and exit."),
     _K("seed", "TRAIN", int, 1337, "Random seed."),
     # LR_SCHEDULE
-    _K("decay_lr", "LR_SCHEDULE", bool, True, "Decay the learning rate; False: constant after warmup."),
+    _K("decay_lr", "LR_SCHEDULE", bool, True, "Follow the schedule; False: learning_rate at every step, no warmup (nanoGPT)."),
     _K("schedule", "LR_SCHEDULE", str, "cosine", "Decay shape (nanoGPT: cosine).", choices=("cosine", "linear", "constant", "wsd")),
     _K("warmup_iters", "LR_SCHEDULE", int, 2000, "Linear warmup steps; <= lr_decay_iters when decay_lr.", ge=0),
     _K("lr_decay_iters", "LR_SCHEDULE", int, 600000, "Step at which the learning rate reaches min_lr.", ge=0),
@@ -113,7 +113,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     _K("wandb_log", "LOGGING", bool, False, "Log to Weights & Biases (pip install 'slo[wandb]')."),
     _K("wandb_project", "LOGGING", str, "owt", "wandb project."),
     _K("wandb_run_name", "LOGGING", str, "gpt2", "wandb run name."),
-    _K("tensorboard_log", "LOGGING", bool, False, "Write TensorBoard event files to out_dir (pip install 'slo[tensorboard]')."),
+    _K("tensorboard_log", "LOGGING", bool, False, "Write TensorBoard event files to out_dir/tensorboard/ (pip install 'slo[tensorboard]')."),
     # SYSTEM
     _K("device", "SYSTEM", str, "auto", "auto, cpu, cuda, cuda:N or mps (nanoGPT: cuda).", pattern=r"auto|cpu|cuda(:[0-9]+)?|mps", allowed="one of auto, cpu, cuda, cuda:N, mps"),
     _K("dtype", "SYSTEM", str, "auto", "Compute dtype; auto: bfloat16 where supported, else float32.", choices=("auto", "float32", "bfloat16", "float16")),

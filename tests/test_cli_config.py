@@ -51,15 +51,15 @@ def test_check_errors_exit_2_gcc_style_without_traceback(files, slo_cli):
         bad.config:1:7: error: No whitespace is allowed around '=': write n_layer=2
           MODEL n_layer = 2
                 ^~~~~~~~~
+        bad.config:2:23: error: n_embd=100 is not divisible by n_head=6 (n_head from bad.config:2:14)
+          MODEL n_head=6 n_embd=100 batch_size=3
+                                ^~~
         bad.config:2:27: error: batch_size belongs to DATA, not MODEL
           MODEL n_head=6 n_embd=100 batch_size=3
                                     ^~~~~~~~~~
         bad.config:3:21: error: learning_rate=fast is not a float
           TRAIN learning_rate=fast
                               ^~~~
-        bad.config:2:23: error: n_embd=100 is not divisible by n_head=6 (n_head from bad.config:2:14)
-          MODEL n_head=6 n_embd=100 batch_size=3
-                                ^~~
         4 errors
         """)
 
@@ -82,9 +82,9 @@ def test_check_several_files_and_overrides(files, slo_cli):
     r = slo_cli("check", "good.config", "--n_layer=0", "--MODEL.batch_size=2", "--n_layrs=1", cwd=files)
     assert r.returncode == 2
     assert r.stderr.splitlines()[::3] == [
+        "<command line>:1:11: error: n_layer=0 is out of range: must be >= 1",
         "<command line>:1:15: error: batch_size belongs to DATA, not MODEL",
         "<command line>:1:36: error: Unknown key n_layrs (did you mean n_layer?)",
-        "<command line>:1:11: error: n_layer=0 is out of range: must be >= 1",
         "3 errors",
     ]
 
@@ -150,3 +150,12 @@ def test_config_commands_do_not_import_torch(files, args):
     r = subprocess.run([sys.executable, "-c", code], cwd=files, capture_output=True, text=True, timeout=60)
     assert r.returncode in (0, 2), r.stderr
     assert "torch was imported" not in r.stderr
+
+
+def test_docs_keys_md_is_generated_from_the_schema():
+    from pathlib import Path
+
+    from slo import keys_doc
+
+    shipped = (Path(__file__).parent.parent / "docs" / "keys.md").read_text(encoding="utf-8")
+    assert shipped == keys_doc.markdown() + "\n", "regenerate it: slo keys --markdown > docs/keys.md"
