@@ -69,6 +69,9 @@ class Config(Mapping):
     def __setattr__(self, name, value):
         raise AttributeError("Config is immutable; use slo.load(..., overrides=[...]) to change a value")
 
+    def __reduce__(self):  # pickled for the processes of a data-parallel run
+        return (Config, (self._values, self._env, self._provenance, self.warnings))
+
     def __getitem__(self, key: str) -> Any:
         return self._values[key]
 

@@ -1,0 +1,157 @@
+"""What a run reports: console lines under a progress bar, metrics.jsonl, wandb, TensorBoard.
+
+Only the master rank builds a ``RunLog``; the others get a silent one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from ..errors import RunError
+
+METRICS_NAME = "metrics.jsonl"
+
+
+def format_train_line(rec: dict) -> str:
+    """``iter 120: loss 2.3412 | lr 9.80e-04 | 45,210 tok/s | mfu 12.3% | mem 350 MiB | 181.2 ms/iter``"""
+    parts = [f"iter {rec['iter']}: loss {rec['loss']:.4f}", f"lr {rec['lr']:.2e}"]
+    if rec.get("tokens_per_s") is not None:
+        parts.append(f"{rec['tokens_per_s']:,.0f} tok/s")
+    if rec.get("mfu") is not None:
+        parts.append(f"mfu {100 * rec['mfu']:.1f}%")
+    if rec.get("memory_mb") is not None:
+        parts.append(f"mem {rec['memory_mb']:,.0f} MiB")
+    if rec.get("ms_per_iter") is not None:
+        parts.append(f"{rec['ms_per_iter']:.1f} ms/iter")
+    return " | ".join(parts)
+
+
+def format_eval_line(rec: dict) -> str:
+    return f"eval {rec['iter']}: train loss {rec['train_loss']:.4f}, val loss {rec['val_loss']:.4f}"
+
+
+def trim_metrics(path: Path, resume_iter: int) -> None:
+    """Drop the records a resumed run will write again: train steps from ``resume_iter``
+    on, evaluations after it (the checkpoint was saved right after the one at it)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        it = rec.get("iter", 0)
+        if ("val_loss" in rec and it <= resume_iter) or ("val_loss" not in rec and it < resume_iter):
+            kept.append(line)
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def _plain(value):
+    """JSON has no inf or nan: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class RunLog:
+    """Console, progress bar and metric sinks of one run."""
+
+    def __init__(self, out_dir: Path | None, logging_cfg=None, *, flat_config: dict | None = None,
+                 resume_iter: int | None = None, stream=None):
+        self.enabled = out_dir is not None
+        self.stream = stream or sys.stdout
+        self.bar = None
+        self.metrics = None
+        self.wandb = None
+        self.tensorboard = None
+        if not self.enabled:
+            return
+        path = Path(out_dir) / METRICS_NAME
+        if resume_iter is None:
+            path.write_text("", encoding="utf-8")
+        else:
+            trim_metrics(path, resume_iter)
+        self.metrics = open(path, "a", encoding="utf-8")
+        if logging_cfg is not None and logging_cfg.wandb_log:
+            self.wandb = _start_wandb(logging_cfg, flat_config or {}, out_dir, resume_iter is not None)
+        if logging_cfg is not None and getattr(logging_cfg, "tensorboard_log", False):
+            from .tensorboard import TensorBoardLog
+
+            self.tensorboard = TensorBoardLog(out_dir, resume_iter)
+
+    def say(self, text: str) -> None:
+        """One console line, written above the progress bar."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def open_bar(self, total: int, initial: int) -> None:
+        """A progress bar with ETA, only when the console is a terminal."""
+        if not self.enabled or not self.stream.isatty():
+            return
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, file=self.stream,
+                        leave=False, smoothing=0.1)
+
+    def advance(self, loss: float | None = None) -> None:
+        if self.bar is not None:
+            if loss is not None:
+                self.bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+            self.bar.update(1)
+
+    def record(self, rec: dict) -> None:
+        """One train or eval record to metrics.jsonl, wandb and TensorBoard."""
+        if not self.enabled:
+            return
+        rec = {k: _plain(v) for k, v in rec.items()}
+        self.metrics.write(json.dumps(rec) + "\n")
+        self.metrics.flush()
+        step = rec["iter"]
+        values = {k: v for k, v in rec.items() if k != "iter" and isinstance(v, (int, float))}
+        if self.wandb is not None:
+            self.wandb.log({_wandb_name(k): v for k, v in values.items()}, step=step)
+        if self.tensorboard is not None:
+            for k, v in values.items():
+                self.tensorboard.add_scalar(_wandb_name(k), v, step)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
+
+
+def _wandb_name(key: str) -> str:
+    """nanoGPT's names: train/loss, val/loss, lr, mfu."""
+    return {"loss": "train/loss", "train_loss": "eval/train_loss", "val_loss": "val/loss"}.get(key, key)
+
+
+def _start_wandb(logging_cfg, flat_config: dict, out_dir, resuming: bool):
+    try:
+        import wandb
+    except ImportError:
+        raise RunError("wandb_log=True but wandb is not installed: pip install 'slo[wandb]', "
+                       "or set wandb_log=False (ENV WANDB_MODE=offline logs without a network)") from None
+    try:
+        return wandb.init(project=logging_cfg.wandb_project, name=logging_cfg.wandb_run_name,
+                          config=flat_config, dir=str(out_dir), resume="allow" if resuming else None)
+    except Exception as e:  # wandb raises its own types for login and network problems
+        raise RunError(f"wandb could not start ({type(e).__name__}: {e}); run `wandb login`, "
+                       "set ENV WANDB_MODE=offline, or set wandb_log=False") from None
+

@@ -1,0 +1,69 @@
+"""``slo train FILE... [--key=value ...]``: train a model from config files.
+
+The same command is ``python -m slo.runner`` and ``python train.py``. The
+config is read and checked before torch is imported, so a config error stops
+the run at once (exit status 2), and the config's ENV values are in the
+process environment when torch starts. Exit status: 0 when the run finishes,
+1 on a run-time error (``error: ...``, no traceback), 130 or 143 when SIGINT
+or SIGTERM stopped it after saving a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import ConfigError, RunError
+
+EXIT_RUN_ERROR = 1
+EXIT_CONFIG_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str = "train") -> None:
+    parser.add_argument("files", nargs="*", metavar="FILE", help="config files (.config, .toml, .py), merged left to right")
+    parser.epilog = ("Overrides: --key=value or --SECTION.key=value, after the files "
+                     "(e.g. --batch_size=8 --max_iters=100). Exit status: 0 done, 1 run error, "
+                     "2 config error, 130/143 stopped by SIGINT/SIGTERM after saving a checkpoint.")
+
+
+def run(ns: argparse.Namespace, rest: list[str]) -> int:
+    """The `slo train` command; a ConfigError propagates to the caller, which prints it (exit 2)."""
+    from .. import load
+    from ..cli import split_overrides
+
+    files, overrides = split_overrides(ns.files + rest)
+    cfg = load(*files, overrides=overrides)
+    return train_config(cfg)
+
+
+def train_config(cfg) -> int:
+    """Put the config's ENV into the environment, then train: in this process, as a torchrun rank,
+    or in nproc_per_node processes started here."""
+    os.environ.update(cfg.env)
+    for warning in cfg.warnings:
+        print(warning.render(), file=sys.stderr)
+    try:
+        from .distributed import train_processes  # imports torch, after ENV is in place
+
+        return train_processes(cfg)  # one process, a torchrun rank, or nproc_per_node ranks
+    except RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_RUN_ERROR
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the loop started
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def main(argv: list[str] | None = None, prog: str = "slo train") -> int:
+    """Entry point of ``python -m slo.runner`` and ``python train.py``."""
+    parser = argparse.ArgumentParser(prog=prog, description="Train a GPT from config files.", allow_abbrev=False)
+    add_arguments(parser)
+    ns, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(ns, rest)
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        print(f"{len(e.errors)} error{'s' * (len(e.errors) != 1)}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR

@@ -1,0 +1,182 @@
+"""Checkpoints of a run: exact resume, stop signals, NaN, incompatible configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import torch
+
+import slo
+from slo.runner.checkpoint import load_checkpoint
+from slo.runner.model import GPT
+from slo.runner.train import main
+from slo.runner.trainer import Trainer
+from tiny_run import one_thread  # noqa: F401  (autouse fixture)
+from tiny_run import metrics, sigterm_after_steps, tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def train(config, *overrides):
+    return main([str(config), *overrides])
+
+
+def weights(out_dir):
+    return load_checkpoint(out_dir / "ckpt.pt")["model"]
+
+
+def test_resumed_run_matches_uninterrupted_run_exactly(tmp_path):
+    assert train(tiny_config(tmp_path, "whole")) == 0
+    assert train(tiny_config(tmp_path, "split"), "--max_iters=4") == 0
+    assert load_checkpoint(tmp_path / "split" / "ckpt.pt")["iter_num"] == 4
+    assert train(tiny_config(tmp_path, "split"), "--init_from=resume") == 0
+
+    whole, whole_val = metrics(tmp_path / "whole")
+    split, split_val = metrics(tmp_path / "split")
+    assert sorted(whole) == sorted(split) == list(range(8))
+    assert split == whole  # exact float equality, step by step
+    assert split_val == whole_val
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stop_between_evaluations_resumes_exactly(tmp_path, capsys):
+    assert train(tiny_config(tmp_path, "whole")) == 0
+    cfg = slo.load(tiny_config(tmp_path, "split"))
+    trainer = Trainer(cfg)
+    original = trainer.train_step
+
+    def step_then_signal():
+        loss = original()
+        if trainer.progress.iter_num == 2:  # the step at iter 2 runs to its end first
+            trainer.stop_signal = signal.SIGTERM
+        return loss
+
+    trainer.train_step = step_then_signal
+    result = trainer.train()
+    assert (result.stopped_by, result.exit_status, result.iter_num) == (signal.SIGTERM, 143, 3)
+    assert load_checkpoint(tmp_path / "split" / "ckpt.pt")["iter_num"] == 3
+    assert train(tiny_config(tmp_path, "split"), "--init_from=resume") == 0
+    assert metrics(tmp_path / "split") == metrics(tmp_path / "whole")
+
+
+def test_signal_during_an_evaluation_saves_before_another_step(tmp_path, capsys):
+    trainer = Trainer(slo.load(tiny_config(tmp_path, "run")))
+    original = trainer._after_eval
+
+    def after_eval(*args):
+        original(*args)
+        if trainer.progress.iter_num == 4:
+            trainer.stop_signal = signal.SIGINT
+
+    trainer._after_eval = after_eval
+    result = trainer.train()
+    assert (result.iter_num, result.exit_status) == (4, 130)
+    assert load_checkpoint(tmp_path / "run" / "ckpt.pt")["iter_num"] == 4
+    assert "SIGINT: saved" in capsys.readouterr().out
+
+
+def test_sigterm_saves_a_loadable_checkpoint_and_exits_143(tmp_path):
+    config = tiny_config(tmp_path, "run", max_iters=100000)
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "slo.runner", str(config), "--lr_decay_iters=100000",
+                             "--eval_interval=100000"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = sigterm_after_steps(proc, out, 3)
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert "SIGTERM: saved" in stdout
+    ckpt = load_checkpoint(out / "ckpt.pt")
+    assert ckpt["iter_num"] >= 3
+    assert train(config, "--init_from=resume", f"--max_iters={ckpt['iter_num'] + 1}",
+                 "--lr_decay_iters=100000", "--eval_interval=100000") == 0
+
+
+def _nan_at_train_call(monkeypatch, call):
+    """GPT.forward returns a NaN loss at its call-th call in training mode."""
+    original = GPT.forward
+    calls = []
+
+    def forward(self, idx, targets=None):
+        logits, loss = original(self, idx, targets)
+        if self.training and loss is not None:
+            calls.append(1)
+            if len(calls) == call:
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", forward)
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    config = tiny_config(tmp_path, "run")
+    _nan_at_train_call(monkeypatch, call=2 * 5 + 1)  # 2 micro-steps per iter: the first of iter 5
+    assert train(config, "--eval_interval=2") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the loss is nan at iter 5") and "Traceback" not in err
+    assert "(iter 4), is kept" in err
+    ckpt = load_checkpoint(tmp_path / "run" / "ckpt.pt")
+    assert ckpt["iter_num"] == 4
+    assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
+
+
+def test_nan_before_any_checkpoint_says_so(tmp_path, monkeypatch, capsys):
+    _nan_at_train_call(monkeypatch, call=1)
+    assert train(tiny_config(tmp_path, "run")) == 1
+    err = capsys.readouterr().err
+    assert "at iter 0" in err and "No checkpoint was saved" in err
+    assert not (tmp_path / "run" / "ckpt.pt").exists()
+
+
+def test_resume_with_an_incompatible_config_is_a_clear_error(tmp_path, capsys):
+    config = tiny_config(tmp_path, "run")
+    assert train(config, "--max_iters=4") == 0
+    capsys.readouterr()
+    assert train(config, "--init_from=resume", "--n_embd=64") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "n_embd: checkpoint 32, config 64" in err
+    assert "Traceback" not in err
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
+    assert train(tiny_config(tmp_path, "run"), "--init_from=resume") == 1
+    err = capsys.readouterr().err
+    assert "init_from=resume but" in err and "does not exist" in err
+
+
+def test_finetune_from_a_checkpoint_path_starts_at_iter_zero(tmp_path, capsys):
+    assert train(tiny_config(tmp_path, "base"), "--max_iters=4") == 0
+    base = tmp_path / "base" / "ckpt.pt"
+    assert train(tiny_config(tmp_path, "tuned"), f"--init_from={base}", "--max_iters=2", "--dropout=0.0") == 0
+    out = capsys.readouterr().out
+    assert f"starting from the weights of {base} (iter 4)" in out
+    tuned = load_checkpoint(tmp_path / "tuned" / "ckpt.pt")
+    assert tuned["iter_num"] == 2
+    assert tuned["config"]["init_from"] == str(base)
+
+
+def test_checkpoint_holds_nanogpt_keys_and_resume_state(tmp_path):
+    assert train(tiny_config(tmp_path, "run"), "--max_iters=4") == 0
+    ckpt = load_checkpoint(tmp_path / "run" / "ckpt.pt")
+    for key in ("model", "optimizer", "model_args", "iter_num", "best_val_loss", "config",
+                "rng", "data", "schema_version"):
+        assert key in ckpt
+    assert ckpt["config"] == slo.load(tiny_config(tmp_path, "run"), overrides=["--max_iters=4"]).to_dict()
+    assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
+    assert json.loads(json.dumps(ckpt["config"])) == ckpt["config"]  # plain types only
+
+
+def test_metrics_after_resume_have_each_step_once(tmp_path):
+    config = tiny_config(tmp_path, "run")
+    assert train(config, "--max_iters=6") == 0  # saved at iter 4 (eval) and 6 (the end)
+    assert train(config, "--init_from=resume") == 0
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["iter"] for r in lines if "loss" in r]
+    evals = [r["iter"] for r in lines if "val_loss" in r]
+    assert steps == list(range(8))
+    assert evals == [0, 4, 6, 8]
