@@ -1,0 +1,57 @@
+"""Seeing runs: ``slo plot`` (curves as a picture), ``slo runs`` (a table), ``slo diff`` (configs side by side).
+
+Importing this package imports neither torch nor matplotlib; each command
+imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import RunError
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    if command == "plot":
+        from .plot import SEVERAL_RUNS_FILE, SINGLE_RUN_FILE
+
+        parser.add_argument("runs", nargs="+", metavar="OUT_DIR", help="run folders (out_dir) to plot together")
+        parser.add_argument("-o", "--output", metavar="FILE.png",
+                            help=f"picture to write (default: OUT_DIR/{SINGLE_RUN_FILE} for one run, "
+                                 f"{SEVERAL_RUNS_FILE} for several)")
+        parser.epilog = "Needs matplotlib: pip install 'slo[plot]'."
+    elif command == "runs":
+        from .runs import SEARCH_DEPTH, SORT_KEYS
+
+        parser.add_argument("dir", nargs="?", default=".", metavar="DIR",
+                            help=f"folder holding runs, searched {SEARCH_DEPTH} levels deep (default: .)")
+        parser.add_argument("--sort", choices=SORT_KEYS, default=SORT_KEYS[0],
+                            help="updated: running runs, then newest first (default); name: by folder; "
+                                 "loss: best val loss first")
+        parser.epilog = ("Status: finished (iterations reached max_iters); running (metrics.jsonl or ckpt.pt "
+                         "changed in the last 2 minutes, or 3 times the longest gap between its records); "
+                         "resumable (stopped with a checkpoint: init_from=resume continues it); "
+                         "crashed (stopped with no checkpoint).")
+    elif command == "diff":
+        parser.add_argument("a", metavar="A", help="a config file (.config, .toml, .py), a run's out_dir, "
+                                                   "a config.json or a ckpt.pt")
+        parser.add_argument("b", metavar="B", help="the same kinds as A")
+        parser.epilog = "Exit status: 0 the same, 1 different, 2 a file could not be read."
+
+
+def run(ns: argparse.Namespace, rest: list[str]) -> int:
+    if ns.command == "diff":
+        from .diff import EXIT_TROUBLE, run_command
+
+        if rest:
+            print(f"error: unexpected arguments: {' '.join(rest)} (slo diff takes two configs or runs)", file=sys.stderr)
+            return EXIT_TROUBLE
+        return run_command(ns)
+    if rest:
+        raise RunError(f"unexpected arguments: {' '.join(rest)}; see slo {ns.command} --help")
+    if ns.command == "plot":
+        from .plot import run_command
+    else:
+        from .runs import run_command
+    return run_command(ns)

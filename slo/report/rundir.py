@@ -1,0 +1,235 @@
+"""What a run's out_dir says about it, read without torch where the files allow.
+
+An out_dir written by the trainer holds ``metrics.jsonl`` (one JSON object per
+train step logged and per evaluation), ``config.json`` (the resolved config,
+flat), ``config.explain.txt`` (where each value came from) and ``ckpt.pt``.
+``ckpt.pt`` is opened (with torch) only when the other files are missing, as
+in a nanoGPT out_dir.
+
+A run's status, derived from those files (the trainer writes no marker):
+
+- finished: the iterations done reached max_iters;
+- running: not finished, and metrics.jsonl or ckpt.pt changed within the last
+  ``running_window`` seconds: 120 s, or three times the longest gap between
+  two logged records if that is longer (slow steps, long evaluations);
+- resumable: neither, and ckpt.pt exists (``--init_from=resume`` continues it);
+- crashed: neither, and there is no checkpoint to continue from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import RunError
+from ..schema import format_value
+
+METRICS_NAME = "metrics.jsonl"
+CONFIG_JSON = "config.json"
+EXPLAIN_NAME = "config.explain.txt"
+CHECKPOINT_NAME = "ckpt.pt"
+RUN_FILES = (METRICS_NAME, CHECKPOINT_NAME)
+MIN_RUNNING_WINDOW = 120.0  # seconds
+RUNNING_WINDOW_GAPS = 3  # times the longest gap between records
+_FILE_ORIGIN = re.compile(r"(?P<path>.+):\d+:\d+\Z")
+
+
+@dataclass
+class Run:
+    """One out_dir: its records, resolved config and provenance, and what they add up to."""
+
+    path: Path
+    train: list[dict] = field(default_factory=list)  # records with "loss"
+    evals: list[dict] = field(default_factory=list)  # records with "val_loss"
+    config: dict = field(default_factory=dict)  # flat resolved values; ENV as "ENV.NAME"
+    provenance: dict = field(default_factory=dict)  # key -> its origins, newest first (config.explain.txt)
+    checkpoint_iter: int | None = None  # only when the checkpoint had to be opened
+    checkpoint_best_val: float | None = None
+    updated: float = 0.0  # newest mtime of metrics.jsonl and ckpt.pt
+
+    @property
+    def has_checkpoint(self) -> bool:
+        return (self.path / CHECKPOINT_NAME).is_file()
+
+    @property
+    def max_iters(self) -> int | None:
+        value = self.config.get("max_iters")
+        return value if isinstance(value, int) else None
+
+    @property
+    def iters_done(self) -> int:
+        """Optimizer steps taken: a train record at iter k comes after step k, an evaluation at iter n after n."""
+        done = [r["iter"] + 1 for r in self.train] + [r["iter"] for r in self.evals]
+        if self.checkpoint_iter is not None:
+            done.append(self.checkpoint_iter)
+        return max(done, default=0)
+
+    @property
+    def best_val_loss(self) -> float | None:
+        losses = [r["val_loss"] for r in self.evals if finite(r.get("val_loss"))]
+        if losses:
+            return min(losses)
+        return self.checkpoint_best_val if finite(self.checkpoint_best_val) else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """The median of the logged throughputs (the first steps, slowed by warm-up, weigh little)."""
+        values = [r["tokens_per_s"] for r in self.train if finite(r.get("tokens_per_s"))]
+        return statistics.median(values) if values else None
+
+    def running_window(self) -> float:
+        times = sorted(r["time"] for r in self.train + self.evals if finite(r.get("time")))
+        longest_gap = max((b - a for a, b in zip(times, times[1:])), default=0.0)
+        return max(MIN_RUNNING_WINDOW, RUNNING_WINDOW_GAPS * longest_gap)
+
+    def status(self, now: float | None = None) -> str:
+        """finished, running, resumable or crashed (the module's docstring gives the rules)."""
+        if self.max_iters is not None and self.iters_done >= self.max_iters:
+            return "finished"
+        now = time.time() if now is None else now
+        if now - self.updated <= self.running_window():
+            return "running"
+        return "resumable" if self.has_checkpoint else "crashed"
+
+    def origin(self, key: str) -> str | None:
+        """Where the run's value of key came from, when its config.explain.txt says."""
+        chain = self.provenance.get(key)
+        return chain[0] if chain else None
+
+    def config_label(self) -> str:
+        """The config file the run was started from, and its command-line overrides but out_dir:
+        ``small.config --max_iters=100``."""
+        parts = [name for name in [top_config_file(self.provenance)] if name]
+        parts += [f"--{key}={format_value(self.config[key])}" for key, chain in self.provenance.items()
+                  if chain[0] == "cli" and key != "out_dir" and key in self.config]
+        return " ".join(parts) or "-"
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / name).is_file() for name in RUN_FILES)
+
+
+def read_run(path: str | os.PathLike) -> Run:
+    """The run in ``path``, an out_dir (or its metrics.jsonl). RunError when it is not one."""
+    path = Path(path)
+    if path.is_file() and path.name in RUN_FILES:
+        path = path.parent
+    if not path.exists():
+        raise RunError(f"{path} does not exist; give a run's out_dir (`slo runs` lists the runs under a folder)")
+    if not is_run_dir(path):
+        raise RunError(f"{path} is not a run's out_dir: it has neither {METRICS_NAME} nor {CHECKPOINT_NAME} "
+                       "(`slo runs` lists the runs under a folder)")
+    run = Run(path)
+    metrics = path / METRICS_NAME
+    if metrics.is_file():
+        for rec in read_records(metrics):
+            (run.evals if "val_loss" in rec else run.train).append(rec)
+    run.config = read_json(path / CONFIG_JSON)
+    explain = path / EXPLAIN_NAME
+    if explain.is_file():
+        run.provenance = parse_explain(explain.read_text(encoding="utf-8"), run.config)
+    if not run.config or not metrics.is_file():
+        _read_checkpoint(run)
+    run.updated = max((p.stat().st_mtime for p in (path / n for n in RUN_FILES) if p.is_file()), default=0.0)
+    return run
+
+
+def read_records(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl; a line cut short by a kill, or not a record, is skipped."""
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("iter"), int) and ("loss" in rec or "val_loss" in rec):
+                records.append(rec)
+    return records
+
+
+def read_json(path: Path) -> dict:
+    """A flat JSON object (a run's config.json), or {} when there is none."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunError(f"cannot read {path}: {e}; it should be the flat JSON config a run writes") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path} is not a JSON object of config keys")
+    return data
+
+
+def _read_checkpoint(run: Run) -> None:
+    """Iterations, best val loss and config from ckpt.pt, for out_dirs without the JSON files."""
+    path = run.path / CHECKPOINT_NAME
+    if not path.is_file():
+        return
+    from ..runner.checkpoint import load_checkpoint  # imports torch
+
+    ckpt = load_checkpoint(path, map_location="cpu")
+    if isinstance(ckpt.get("iter_num"), int):
+        run.checkpoint_iter = ckpt["iter_num"]
+    if isinstance(ckpt.get("best_val_loss"), (int, float)):
+        run.checkpoint_best_val = float(ckpt["best_val_loss"])
+    if not run.config and isinstance(ckpt.get("config"), dict):
+        run.config = dict(ckpt["config"])
+        run.config.update({"ENV." + k: v for k, v in (ckpt.get("env") or {}).items()})
+
+
+def parse_explain(text: str, values: dict) -> dict[str, list[str]]:
+    """key -> where its value came from, newest first (``path:line:col``, ``cli``, ``default``),
+    from the text of ``Config.explain()``; ENV names become ``ENV.NAME``."""
+    provenance: dict[str, list[str]] = {}
+    section = ""
+    for line in text.split("\n"):  # not splitlines: a value may hold U+2028 and the like
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        match = re.match(r"  (\S+) = ", line)
+        if not match:
+            continue
+        key = ("ENV." if section == "ENV" else "") + match.group(1)
+        # the value's own text may hold "  # ", so the known value is skipped rather than searched
+        prefix = f"  {match.group(1)} = {format_value(values[key])}".ljust(40) + "  # " if key in values else None
+        if prefix and line.startswith(prefix):
+            rest = line[len(prefix):]
+        elif "  # " in line:
+            rest = line.split("  # ", 1)[1]
+        else:
+            continue
+        origin, _, older = rest.partition(" (overrides ")
+        provenance[key] = [origin] + [o.rpartition(" from ")[2] for o in older.removesuffix(")").split(", ") if o]
+    return provenance
+
+
+def top_config_file(provenance: dict[str, list[str]]) -> str | None:
+    """The name of the config file a run was started from: of the files that set values, one that
+    no other file overrides (the others are its FROM bases), and of those the one that set most."""
+    final_counts: dict[str, int] = {}
+    below: set[str] = set()
+    for chain in provenance.values():
+        files = [_origin_file(o) for o in chain if o not in ("default", "cli")]
+        if files:
+            final_counts[files[0]] = final_counts.get(files[0], 0) + 1
+        below.update(f for f in files[1:] if f != files[0])
+    top = [f for f in final_counts if f not in below] or list(final_counts)
+    if not top:
+        return None
+    return Path(max(top, key=lambda f: (final_counts[f], f))).name
+
+
+def _origin_file(origin: str) -> str:
+    match = _FILE_ORIGIN.match(origin)
+    return match.group("path") if match else origin
+
+
+def finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

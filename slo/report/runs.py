@@ -1,0 +1,113 @@
+"""``slo runs [DIR]``: a table of the runs under a folder.
+
+A run is a folder with metrics.jsonl or ckpt.pt: DIR itself, or a folder one
+or two levels under it (hidden folders are skipped; a run's own subfolders
+are not searched). Nothing here imports torch unless a run has no
+metrics.jsonl or config.json and its checkpoint must be opened.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from ..errors import RunError
+from .rundir import Run, is_run_dir, read_run
+
+SEARCH_DEPTH = 2
+SORT_KEYS = ("updated", "name", "loss")
+STATUS_ORDER = {"running": 0, "resumable": 1, "crashed": 2, "finished": 3}
+MAX_CONFIG_WIDTH = 48
+
+
+def find_run_dirs(folder: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
+    """folder when it is a run, else the runs up to ``depth`` levels below it, by path."""
+    if is_run_dir(folder):
+        return [folder]
+    if depth == 0:
+        return []
+    try:
+        children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:  # a folder we may not read
+        return []
+    return [run for child in children for run in find_run_dirs(child, depth - 1)]
+
+
+def collect_runs(root: Path) -> list[Run]:
+    """The runs under root; one that cannot be read is skipped with a note on stderr."""
+    if not root.is_dir():
+        raise RunError(f"{root} is not a folder; give the folder that holds the runs' out_dirs")
+    runs = []
+    for path in find_run_dirs(root):
+        try:
+            runs.append(read_run(path))
+        except RunError as e:
+            print(f"note: skipped {path}: {e}", file=sys.stderr)
+    return runs
+
+
+def sort_runs(runs: list[Run], by: str, now: float) -> list[Run]:
+    """updated: newest first (running runs on top); name: by path; loss: best val loss first."""
+    if by == "name":
+        return sorted(runs, key=lambda r: str(r.path))
+    if by == "loss":
+        return sorted(runs, key=lambda r: (r.best_val_loss is None, r.best_val_loss or 0.0, str(r.path)))
+    return sorted(runs, key=lambda r: (r.status(now) != "running", -r.updated, str(r.path)))
+
+
+def format_table(runs: list[Run], root: Path, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    header = ("RUN", "CONFIG", "ITERS", "BEST VAL", "TOK/S", "STATUS", "UPDATED")
+    rows = [header]
+    for run in runs:
+        max_iters = run.max_iters
+        rows.append((
+            display_name(run.path, root),
+            shorten(run.config_label(), MAX_CONFIG_WIDTH),
+            f"{run.iters_done:,}/{max_iters:,}" if max_iters is not None else f"{run.iters_done:,}",
+            f"{run.best_val_loss:.4f}" if run.best_val_loss is not None else "-",
+            f"{run.tokens_per_s:,.0f}" if run.tokens_per_s is not None else "-",
+            run.status(now),
+            age(now - run.updated),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    right = {2, 3, 4}  # numbers
+    lines = []
+    for row in rows:
+        cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def display_name(path: Path, root: Path) -> str:
+    try:
+        name = path.relative_to(root).as_posix()
+    except ValueError:
+        name = str(path)
+    return name if name != "." else str(path)
+
+
+def shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def age(seconds: float) -> str:
+    """``42s ago``, ``5m ago``, ``3h ago``, ``2d ago``."""
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"
+
+
+def run_command(ns) -> int:
+    root = Path(ns.dir)
+    runs = collect_runs(root)
+    if not runs:
+        print(f"no runs under {root} (a run is a folder with metrics.jsonl or ckpt.pt, "
+              f"searched {SEARCH_DEPTH} levels deep)", file=sys.stderr)
+        return 0
+    now = time.time()
+    print(format_table(sort_runs(runs, ns.sort, now), root, now))
+    return 0
