@@ -76,12 +76,16 @@ class RunLog:
         else:
             trim_metrics(path, resume_iter)
         self.metrics = open(path, "a", encoding="utf-8")
-        if logging_cfg is not None and logging_cfg.wandb_log:
-            self.wandb = _start_wandb(logging_cfg, flat_config or {}, out_dir, resume_iter is not None)
-        if logging_cfg is not None and getattr(logging_cfg, "tensorboard_log", False):
-            from .tensorboard import TensorBoardLog
+        try:
+            if logging_cfg is not None and logging_cfg.wandb_log:
+                self.wandb = _start_wandb(logging_cfg, flat_config or {}, out_dir, resume_iter is not None)
+            if logging_cfg is not None and logging_cfg.tensorboard_log:
+                from .tensorboard import TensorBoardLog
 
-            self.tensorboard = TensorBoardLog(out_dir, resume_iter)
+                self.tensorboard = TensorBoardLog(out_dir, resume_iter)
+        except BaseException:
+            self.close()
+            raise
 
     def say(self, text: str) -> None:
         """One console line, written above the progress bar."""
@@ -123,18 +127,12 @@ class RunLog:
                 self.tensorboard.add_scalar(_wandb_name(k), v, step)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        if self.metrics is not None:
-            self.metrics.close()
-            self.metrics = None
-        if self.wandb is not None:
-            self.wandb.finish()
-            self.wandb = None
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-            self.tensorboard = None
+        """Close every sink; safe to call twice."""
+        for name, method in (("bar", "close"), ("metrics", "close"), ("wandb", "finish"), ("tensorboard", "close")):
+            sink = getattr(self, name)
+            if sink is not None:
+                setattr(self, name, None)
+                getattr(sink, method)()
 
 
 def _wandb_name(key: str) -> str:
