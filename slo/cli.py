@@ -7,6 +7,7 @@ when they run. A config error prints its diagnostics and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .errors import ConfigError, RunError
@@ -40,11 +41,15 @@ def cmd_check(ns, rest) -> int:
 def cmd_show(ns, rest) -> int:
     from . import dumps, load
     files, overrides = split_overrides(ns.files + rest)
+    if ns.explain and ns.format:
+        print(f"slo show: error: --explain prints the config with its origins; it takes no --format {ns.format}",
+              file=sys.stderr)
+        return EXIT_CONFIG_ERROR
     cfg = load(*files, overrides=overrides, trust_py=ns.trust_py)
     if ns.explain:
         print(cfg.explain())
     else:
-        sys.stdout.write(dumps(cfg, ns.format))
+        sys.stdout.write(dumps(cfg, ns.format or "config"))
     return 0
 
 
@@ -70,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--trust-py", action="store_true",
                         help="run .py configs as Python, as nanoGPT does (only for files you trust)")
     if command == "show":
-        parser.add_argument("--format", choices=("config", "toml", "py", "json"), default="config")
+        parser.add_argument("--format", choices=("config", "toml", "py", "json"), help="default: config")
         parser.add_argument("--explain", action="store_true", help="show where every value came from")
 
 
@@ -110,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (slo keys | head): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from .config import Config
 from .errors import ConfigError, RunError
-from .resolve import Source, _locate, _reader, load
+from .resolve import Source, _locate, _reader, load, load_with_files
 from .formats import config_lang, legacy_py, toml
 from .formats.comments import Comments
 from .formats.document import Document, Interpolated, from_config
@@ -79,6 +79,9 @@ def plan(inputs: list[str], output: str, to: str | None = None) -> list[Conversi
     else:
         if os.path.exists(output) and not os.path.isdir(output):
             raise UsageError(f"{output} is a file: with several inputs, -o names a folder")
+        if to_ext is None and len(inputs) == 1 and not os.path.isdir(output):
+            raise UsageError(f"{output or repr(output)} has no extension: name the output .config, .toml or .py, "
+                             "or give --to to write into a folder")
         if to_ext is None:
             raise UsageError(f"Give --to config, toml or py: {output} is a folder"
                              if len(inputs) == 1 else "Give --to config, toml or py for the files in the folder")
@@ -240,13 +243,23 @@ def convert(inputs: list[str], output: str, *, to: str | None = None, flatten: b
     """
     conversions = plan(list(inputs), output, to)
     errors = []
+    read: dict[str, str] = {}  # real path of every file the inputs load -> the input that loads it
     for c in conversions:
         try:
-            c.config = load(c.input, trust_py=trust_py)
+            c.config, files = load_with_files(c.input, trust_py=trust_py)
         except ConfigError as e:
             errors.extend(e.errors)
+            continue
+        for path in files:
+            read.setdefault(os.path.realpath(path), c.input)
     if errors:
         raise ConfigError(errors)
+    for c in conversions:
+        real = os.path.realpath(c.real_output)
+        if real in read:
+            what = "an input" if real == os.path.realpath(c.real_input) else f"read by {read[real]} (through FROM)"
+            raise UsageError(f"{c.output} is {what}: slo-convert never modifies the files it reads; "
+                             "choose another output")
     for c in conversions:
         read_input(c)
     converted = {c.real_input: c.real_output for c in conversions}

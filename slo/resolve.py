@@ -461,6 +461,11 @@ def load(*paths, overrides: Iterable[str] = (), env=None, trust_py: bool = False
     trust_py runs .py configs as Python, as nanoGPT does, instead of reading
     them without running them. Raises ConfigError with every problem found.
     """
+    return load_with_files(*paths, overrides=overrides, env=env, trust_py=trust_py)[0]
+
+
+def load_with_files(*paths, overrides: Iterable[str] = (), env=None, trust_py: bool = False) -> tuple[Config, list[str]]:
+    """load(), and the real paths of every file it read (the bases included)."""
     if not paths:
         raise ConfigError("No config file given")
     res = _Resolver(env, trust_py)
@@ -473,7 +478,7 @@ def load(*paths, overrides: Iterable[str] = (), env=None, trust_py: bool = False
             v, e = res.resolve_source(src, os.path.dirname(real), ((real, display),))
             _merge_into(values, v)
             _merge_into(envs, e)
-    return _finish(res, values, envs, overrides)
+    return _finish(res, values, envs, overrides), list(res.sources)
 
 
 def loads(text: str, *, path: str | None = None, overrides: Iterable[str] = (), env=None) -> Config:

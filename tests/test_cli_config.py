@@ -159,3 +159,24 @@ def test_docs_keys_md_is_generated_from_the_schema():
 
     shipped = (Path(__file__).parent.parent / "docs" / "keys.md").read_text(encoding="utf-8")
     assert shipped == keys_doc.markdown() + "\n", "regenerate it: slo keys --markdown > docs/keys.md"
+
+
+def test_arguments_a_command_does_not_take_are_errors(files, slo_cli):
+    r = slo_cli("keys", "extra", cwd=files)
+    assert r.returncode == 2 and "unexpected arguments: extra" in r.stderr and not r.stdout
+    r = slo_cli("show", "good.config", "--explain", "--format", "py", cwd=files)
+    assert r.returncode == 2 and "--explain" in r.stderr and not r.stdout
+
+
+def test_a_reader_that_goes_away_stops_output_quietly(files):
+    import subprocess
+    import sys
+
+    # more output than a pipe holds, so the writer meets the closed pipe
+    (files / "big.config").write_text("".join(f"ENV VAR_{i}={'x' * 60}\n" for i in range(3000)))
+    proc = subprocess.Popen([sys.executable, "-m", "slo.cli", "show", "big.config", "--explain"], cwd=files,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(10)
+    proc.stdout.close()  # as `| head -1` does
+    stderr = proc.stderr.read().decode()
+    assert (proc.wait(timeout=60), stderr) == (141, "")

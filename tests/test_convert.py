@@ -343,6 +343,26 @@ def test_cli_usage_errors_exit_2(write, tmp_path, monkeypatch, capsys, args, mes
     assert message in err and "Traceback" not in err
 
 
+def test_files_read_through_from_or_a_link_are_never_written(write, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    base = write("base.config", "MODEL n_layer=2\n")
+    top = write("top.config", "FROM base.config\nMODEL n_head=2\n")
+    os.symlink("top.config", tmp_path / "link.config")
+    os.symlink(".", tmp_path / "same")
+    before = {p: p.read_bytes() for p in (base, top)}
+    for args, message in ((["top.config", "-o", "base.config"], "base.config is read by top.config (through FROM)"),
+                          (["top.config", "-o", "base.toml", "--flatten"], None),
+                          (["link.config", "-o", "top.config"], "top.config is an input"),
+                          (["top.config", "-o", "same/top.config"], "same/top.config is an input")):
+        status = main(args)
+        err = capsys.readouterr().err
+        if message is None:
+            assert status == 0, err
+        else:
+            assert status == 2 and message in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in (base, top)} == before
+
+
 def test_input_untouched_output_replaced_atomically(write, tmp_path):
     src = write("a.config", "MODEL n_layer=2\n")
     before = src.read_bytes(), os.stat(src).st_mtime_ns

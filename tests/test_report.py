@@ -240,7 +240,49 @@ def test_runs_skips_a_run_whose_config_json_is_broken(runs, tmp_path, capsys):
     assert "skipped" in err and "config.json" in err
 
 
+def test_damaged_run_files_give_notes_not_tracebacks(runs, tmp_path, capsys):
+    import torch
+
+    shutil.copytree(runs / "a", tmp_path / "garbled")
+    (tmp_path / "garbled" / "config.explain.txt").write_bytes(bytes(range(256)) * 2)
+    shutil.copytree(runs / "a", tmp_path / "metrics-only")
+    (tmp_path / "metrics-only" / "config.json").unlink()
+    (tmp_path / "metrics-only" / "ckpt.pt").write_bytes(b"")  # cut short: the metrics are still there
+    (tmp_path / "nanogpt").mkdir()
+    torch.save({"model": {}, "config": {"max_iters": 3, 1: 2}, "env": ["x"], "iter_num": 3,
+                "best_val_loss": torch.tensor(2.5)}, tmp_path / "nanogpt" / "ckpt.pt")
+    assert slo_main(["runs", str(tmp_path), "--sort", "name"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert sorted(rows) == ["garbled", "metrics-only", "nanogpt"]
+    assert rows["nanogpt"][2:4] == ["3/3", "2.5000"]  # nanoGPT's best_val_loss is a 0-d tensor
+    assert slo_main(["plot", str(tmp_path / "metrics-only"), "-o", str(tmp_path / "m.png")]) == 0
+    assert slo_main(["diff", str(tmp_path / "garbled"), str(tmp_path / "nanogpt" / "ckpt.pt")]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_plot_output_a_folder_or_a_name_without_suffix(runs, tmp_path, capsys):
+    assert slo_main(["plot", str(runs / "a"), "-o", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == f"wrote {tmp_path / 'loss.png'}\n"
+    assert slo_main(["plot", str(runs / "a" / "config.json"), "-o", str(tmp_path / "curves")]) == 0
+    assert capsys.readouterr().out == f"wrote {tmp_path / 'curves.png'}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "loss.png"]
+
+
 # ---------------------------------------------------------------- slo diff
+
+
+def test_diff_takes_trust_py_uppercase_suffixes_and_refuses_json_that_is_no_config(runs, tmp_path, capsys):
+    (tmp_path / "loop.py").write_text("for i in range(2):\n    pass\nn_layer = 3\n")
+    (tmp_path / "UP.CONFIG").write_text("MODEL n_layer=3\n")
+    assert slo_main(["diff", str(tmp_path / "loop.py"), str(tmp_path / "UP.CONFIG")]) == 2
+    assert "--trust-py" in capsys.readouterr().err
+    assert slo_main(["diff", str(tmp_path / "loop.py"), str(tmp_path / "UP.CONFIG"), "--trust-py"]) == 0
+    (tmp_path / "meta.json").write_text(json.dumps({"tokenizer": "byte", "vocab_size": 256, "source": "x"}))
+    capsys.readouterr()
+    assert slo_main(["diff", str(runs / "a"), str(tmp_path / "meta.json")]) == 2
+    assert "is not a config" in capsys.readouterr().err
+
+
 
 
 def test_diff_of_two_runs_shows_each_difference_and_its_origin(runs, capsys):

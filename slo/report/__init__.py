@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         parser.add_argument("a", metavar="A", help="a config file (.config, .toml, .py), a run's out_dir, "
                                                    "a config.json or a ckpt.pt")
         parser.add_argument("b", metavar="B", help="the same kinds as A")
+        parser.add_argument("--trust-py", action="store_true",
+                            help="run .py configs as Python, as nanoGPT does (only for files you trust)")
         parser.epilog = "Exit status: 0 the same, 1 different, 2 a file could not be read."
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..dump import quote
 from ..errors import RunError
 from ..schema import KEYS, format_value
-from .rundir import CHECKPOINT_NAME, CONFIG_JSON, EXPLAIN_NAME, parse_explain, read_json, read_run
+from .rundir import CHECKPOINT_NAME, CONFIG_JSON, EXPLAIN_NAME, checkpoint_config, parse_explain, read_json, read_run
 
 EXIT_SAME, EXIT_DIFFERENT, EXIT_TROUBLE = 0, 1, 2
 CONFIG_SUFFIXES = (".config", ".toml", ".py")
@@ -37,28 +37,33 @@ class Side:
         return self.origins.get(key) or self.unknown_origin
 
 
-def load_side(arg: str, letter: str) -> Side:
+def load_side(arg: str, letter: str, trust_py: bool = False) -> Side:
     path = Path(arg)
-    if path.suffix in CONFIG_SUFFIXES:
-        return _config_side(arg)
+    if path.suffix.lower() in CONFIG_SUFFIXES:
+        return _config_side(arg, trust_py)
     if path.is_file() and path.name == CONFIG_JSON and (path.parent / EXPLAIN_NAME).is_file():
         path = path.parent  # a run's config.json: its provenance is beside it
     if path.is_dir():
         return _run_side(path, letter)
     if not path.exists():
         raise RunError(f"{arg} does not exist; give a config file (.config, .toml, .py) or a run's out_dir")
-    if path.suffix == ".json":
-        return Side(arg, read_json(path), {}, str(path))
-    if path.suffix == ".pt":
+    if path.suffix.lower() == ".json":
+        values = read_json(path)
+        other = [k for k in values if k not in KEYS and not k.startswith("ENV.")]
+        if other and len(other) >= len(values) - len(other):
+            raise RunError(f"{arg} is not a config: most of its keys ({', '.join(other[:3])}...) are not config keys; "
+                           "give a run's config.json, a config file or an out_dir")
+        return Side(arg, values, {}, str(path))
+    if path.suffix.lower() == ".pt":
         return _checkpoint_side(path, letter)
     raise RunError(f"{arg}: cannot tell what it is; give a config file (.config, .toml, .py), a run's out_dir, "
                    "a config.json or a ckpt.pt")
 
 
-def _config_side(arg: str) -> Side:
+def _config_side(arg: str, trust_py: bool) -> Side:
     from .. import load
 
-    cfg = load(arg)
+    cfg = load(arg, trust_py=trust_py)
     values = cfg.to_dict()
     origins = {k: str(cfg.origin(k)) for k in values}
     for name, value in cfg.env.items():
@@ -74,18 +79,16 @@ def _run_side(path: Path, letter: str) -> Side:
             raise RunError(f"{path} has neither {CONFIG_JSON} nor {CHECKPOINT_NAME}: it is not a run's out_dir")
         values = read_run(path).config
     explain = path / EXPLAIN_NAME
-    provenance = parse_explain(explain.read_text(encoding="utf-8"), values) if explain.is_file() else {}
+    provenance = parse_explain(explain.read_text(encoding="utf-8", errors="replace"), values) if explain.is_file() else {}
     return Side(str(path), values, {k: chain[0] for k, chain in provenance.items()}, f"run {letter}")
 
 
 def _checkpoint_side(path: Path, letter: str) -> Side:
     from ..runner.checkpoint import load_checkpoint  # imports torch
 
-    ckpt = load_checkpoint(path, map_location="cpu")
-    if not isinstance(ckpt.get("config"), dict):
+    values = checkpoint_config(load_checkpoint(path, map_location="cpu"))
+    if values is None:
         raise RunError(f"{path} holds no config to compare")
-    values = dict(ckpt["config"])
-    values.update({"ENV." + k: v for k, v in (ckpt.get("env") or {}).items()})
     return Side(str(path), values, {}, f"run {letter}")
 
 
@@ -136,7 +139,7 @@ def _where(side: Side, key: str) -> str:
 
 def run_command(ns) -> int:
     try:
-        a, b = load_side(ns.a, "A"), load_side(ns.b, "B")
+        a, b = load_side(ns.a, "A", ns.trust_py), load_side(ns.b, "B", ns.trust_py)
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_TROUBLE

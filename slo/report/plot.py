@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import RunError
-from .rundir import Run, finite, read_run
+from .rundir import Run, finite, read_run, shorten
 
 FIGURE_SIZE = (12.0, 8.0)  # inches
 DPI = 100  # so the PNG is 1200 x 800 pixels
@@ -21,6 +21,7 @@ SINGLE_RUN_FILE = "loss.png"  # in the run's out_dir
 SEVERAL_RUNS_FILE = "runs.png"  # in the current folder
 INSTALL_HINT = "pip install 'slo[plot]'"
 MAX_TITLE = 100  # characters
+MAX_LABEL = 60  # characters of a run's config in the legend
 
 
 def import_matplotlib():
@@ -57,7 +58,8 @@ def plot_runs(runs: list[Run]):
         colour = f"C{i % 10}"
         draw_run(run, colour, loss_iter, loss_tokens, lr_ax, speed_ax)
         best = run.best_val_loss
-        label = f"{name}: {run.config_label()}" + (f" (best val {best:.3f})" if best is not None else "")
+        label = f"{name}: {shorten(run.config_label(), MAX_LABEL)}"
+        label += f" (best val {best:.3f})" if best is not None else ""
         legend.append(Line2D([], [], color=colour, lw=2.0, label=label))
     legend += [Line2D([], [], color="0.4", lw=1.0, alpha=0.6, label="train loss (logged steps)"),
                Line2D([], [], color="0.4", lw=2.0, marker="o", ms=4, label="val loss (evaluations)")]
@@ -107,11 +109,10 @@ def label_axes(runs: list[Run], loss_iter, loss_tokens, lr_ax, speed_ax) -> None
 
 def _title(runs: list[Run], names: list[str]) -> str:
     if len(runs) > 1:
-        title = f"{len(runs)} runs: " + ", ".join(names)
-        return title if len(title) <= MAX_TITLE else title[:MAX_TITLE - 3] + "..."
+        return shorten(f"{len(runs)} runs: " + ", ".join(names), MAX_TITLE)
     run = runs[0]
     done = f"{run.iters_done:,}" + (f"/{run.max_iters:,}" if run.max_iters is not None else "")
-    return f"{names[0]} ({run.config_label()}): {done} iterations"
+    return shorten(f"{names[0]} ({run.config_label()})", MAX_TITLE - 30) + f": {done} iterations"
 
 
 def _losses(run: Run) -> list[float]:
@@ -134,6 +135,17 @@ def default_output(runs: list[Run]) -> Path:
     return runs[0].path / SINGLE_RUN_FILE if len(runs) == 1 else Path(SEVERAL_RUNS_FILE)
 
 
+def output_path(output: str | None, runs: list[Run]) -> Path:
+    """Where the picture goes: -o as given (a folder gets the default name, a name without a
+    suffix gets .png, as matplotlib would add), else the default."""
+    if not output:
+        return default_output(runs)
+    path = Path(output)
+    if path.is_dir():
+        return path / (SINGLE_RUN_FILE if len(runs) == 1 else SEVERAL_RUNS_FILE)
+    return path if path.suffix else path.with_name(path.name + ".png")
+
+
 def save(fig, path: Path) -> None:
     try:
         fig.savefig(path)
@@ -152,7 +164,7 @@ def run_command(ns) -> int:
         runs.append(run)
     if not runs:
         raise RunError("nothing to plot: the runs given have no records in metrics.jsonl yet")
-    path = Path(ns.output) if ns.output else default_output(runs)
+    path = output_path(ns.output, runs)
     save(plot_runs(runs), path)
     print(f"wrote {path}")
     return 0

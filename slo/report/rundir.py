@@ -118,7 +118,7 @@ def is_run_dir(path: Path) -> bool:
 def read_run(path: str | os.PathLike) -> Run:
     """The run in ``path``, an out_dir (or its metrics.jsonl). RunError when it is not one."""
     path = Path(path)
-    if path.is_file() and path.name in RUN_FILES:
+    if path.is_file() and is_run_dir(path.parent):  # a file of the run: its metrics.jsonl, config.json...
         path = path.parent
     if not path.exists():
         raise RunError(f"{path} does not exist; give a run's out_dir (`slo runs` lists the runs under a folder)")
@@ -133,9 +133,13 @@ def read_run(path: str | os.PathLike) -> Run:
     run.config = read_json(path / CONFIG_JSON)
     explain = path / EXPLAIN_NAME
     if explain.is_file():
-        run.provenance = parse_explain(explain.read_text(encoding="utf-8"), run.config)
+        run.provenance = parse_explain(explain.read_text(encoding="utf-8", errors="replace"), run.config)
     if not run.config or not metrics.is_file():
-        _read_checkpoint(run)
+        try:
+            _read_checkpoint(run)
+        except RunError:
+            if not run.train and not run.evals:
+                raise  # the checkpoint was all there was to read
     run.updated = max((p.stat().st_mtime for p in (path / n for n in RUN_FILES) if p.is_file()), default=0.0)
     return run
 
@@ -177,11 +181,24 @@ def _read_checkpoint(run: Run) -> None:
     ckpt = load_checkpoint(path, map_location="cpu")
     if isinstance(ckpt.get("iter_num"), int):
         run.checkpoint_iter = ckpt["iter_num"]
-    if isinstance(ckpt.get("best_val_loss"), (int, float)):
-        run.checkpoint_best_val = float(ckpt["best_val_loss"])
-    if not run.config and isinstance(ckpt.get("config"), dict):
-        run.config = dict(ckpt["config"])
-        run.config.update({"ENV." + k: v for k, v in (ckpt.get("env") or {}).items()})
+    best = ckpt.get("best_val_loss")
+    if hasattr(best, "numel") and best.numel() == 1:  # nanoGPT saves a 0-d tensor
+        best = best.item()
+    if isinstance(best, (int, float)) and not isinstance(best, bool):
+        run.checkpoint_best_val = float(best)
+    if not run.config:
+        run.config = checkpoint_config(ckpt) or {}
+
+
+def checkpoint_config(ckpt: dict) -> dict | None:
+    """The flat config a checkpoint holds (ENV as ``ENV.NAME``), or None when it holds none."""
+    if not isinstance(ckpt.get("config"), dict):
+        return None
+    config = {k: v for k, v in ckpt["config"].items() if isinstance(k, str)}
+    env = ckpt.get("env")
+    if isinstance(env, dict):
+        config.update({"ENV." + k: v for k, v in env.items() if isinstance(k, str)})
+    return config
 
 
 def parse_explain(text: str, values: dict) -> dict[str, list[str]]:
@@ -229,6 +246,10 @@ def top_config_file(provenance: dict[str, list[str]]) -> str | None:
 def _origin_file(origin: str) -> str:
     match = _FILE_ORIGIN.match(origin)
     return match.group("path") if match else origin
+
+
+def shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def finite(value) -> bool:

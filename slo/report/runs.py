@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..errors import RunError
-from .rundir import Run, is_run_dir, read_run
+from .rundir import Run, is_run_dir, read_run, shorten
 
 SEARCH_DEPTH = 2
 SORT_KEYS = ("updated", "name", "loss")
@@ -86,10 +86,6 @@ def display_name(path: Path, root: Path) -> str:
     except ValueError:
         name = str(path)
     return name if name != "." else str(path)
-
-
-def shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def age(seconds: float) -> str:
