@@ -139,6 +139,22 @@ def test_a_temp_file_of_a_live_saver_is_left_alone(tmp_path):
     assert live.exists()
 
 
+def test_a_full_disk_while_saving_is_a_run_error_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "iter_num": 1})
+
+    def disk_full(obj, f):  # what torch.save raises when the disk fills midway
+        f.write(b"PK\x03\x04 partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 182016 vs 181904")
+
+    monkeypatch.setattr(ckpt_module.torch, "save", disk_full)
+    with pytest.raises(RunError, match="could not write checkpoint .* free some disk space"):
+        save_checkpoint(path, {"model": {"w": torch.ones(3)}, "iter_num": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(path)["iter_num"] == 1
+    assert temp_files(tmp_path) == []
+
+
 def test_an_unwritable_destination_is_a_run_error(tmp_path):
     blocker = tmp_path / "out"
     blocker.write_text("a file where the out_dir should be")

@@ -452,3 +452,12 @@ def test_batches_from_the_builtin_corpus(builtin):
     x, y = Batches(builtin.train, 64, 256).next()
     assert x.shape == (64, 256) and int(x.max()) < 256
     assert torch.equal(x[:, 1:], y[:, :-1])
+
+
+def test_a_batch_with_an_id_past_the_vocabulary_is_a_run_error():
+    tokens = np.zeros(5000, dtype=np.uint16)
+    tokens[2000:2100] = 999  # past the vocabulary, where a spot check of the file might not look
+    batches = Batches(tokens, 8, 16, seed=3, vocab_size=256, name="data/x's train split")
+    with pytest.raises(RunError, match=r"data/x's train split holds token id 999, but the model's vocabulary"):
+        for _ in range(1000):
+            batches.next()

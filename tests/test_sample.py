@@ -92,6 +92,13 @@ def test_greedy_text_is_the_models_argmax_continuation():
     assert text == Bytes().decode(expected)
 
 
+def test_a_tiny_temperature_is_greedy_not_a_crash():
+    model = tiny_model()
+    idx = torch.tensor([[97, 98]])
+    greedy = model.generate(idx, 20, temperature=0)
+    assert torch.equal(model.generate(idx, 20, temperature=1e-45, top_k=None), greedy)
+
+
 def test_an_empty_prompt_is_a_run_error():
     with pytest.raises(RunError, match="prompt is empty"):
         generate_text(tiny_model(), Bytes(), "", max_new_tokens=5)
@@ -131,6 +138,17 @@ def test_slo_sample_finds_the_dataset_named_in_the_config(tmp_path):
     assert text.startswith("abc") and len(text) == 33 and set(text) <= set(itos)
 
 
+def test_the_meta_saved_in_the_checkpoint_wins_over_a_meta_json_written_since(tmp_path):
+    itos = list("\n abcdefgh")
+    model = tiny_model(vocab_size=len(itos))
+    save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict(), "model_args": model.args.to_dict(),
+                                           "meta": {"tokenizer": "char", "vocab_size": len(itos), "itos": itos}})
+    # a later run into the same out_dir that stopped before saving left another dataset's meta
+    (tmp_path / "meta.json").write_text(json.dumps({"tokenizer": "char", "vocab_size": 3, "itos": list("xyz")}))
+    [text] = sample_from(options(tmp_path, prompt="abc", max_new_tokens=30))
+    assert text.startswith("abc") and len(text) == 33 and set(text) <= set(itos)
+
+
 def test_slo_sample_reads_a_nanogpt_run_with_meta_pkl(tmp_path, monkeypatch):
     """nanoGPT: '_orig_mod.' names, a config without data_dir, data/<dataset>/meta.pkl with stoi/itos dicts."""
     chars = sorted(set("first citizen:\nbefore we proceed any further, hear me speak."))
@@ -164,7 +182,8 @@ def test_a_corrupt_checkpoint_prints_an_error_without_traceback(tmp_path, capsys
 
 @pytest.mark.parametrize("args, message", [
     (["--num_samples", "0"], "--num_samples=0 must be >= 1"),
-    (["--temperature", "-1"], "--temperature=-1.0 must be >= 0"),
+    (["--temperature", "-1"], "--temperature=-1.0 must be a number >= 0"),
+    (["--temperature", "inf"], "--temperature=inf must be a number >= 0"),
     (["--max_new_tokens", "-5"], "--max_new_tokens=-5 must be >= 0"),
     (["--top_k", "-1"], "--top_k=-1 must be >= 0"),
     (["--prompt", "FILE:/no/such/prompt.txt"], "cannot read the prompt file"),

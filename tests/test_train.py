@@ -217,6 +217,15 @@ def test_unwritable_out_dir(tmp_path, capsys):
     assert "out_dir" in err
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_under_the_metrics_is_a_run_error(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.jsonl").symlink_to("/dev/full")  # every write fails with ENOSPC
+    err = run_error(capsys, tiny_config(tmp_path))
+    assert "cannot write" in err and "metrics.jsonl" in err and "disk space" in err
+
+
 # ---------------------------------------------------------------- devices and compile
 
 

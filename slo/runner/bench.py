@@ -67,16 +67,32 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(ns: argparse.Namespace, rest: list[str]) -> int:
     try:
+        path = Path(ns.json) if ns.json else None
+        if path is not None:  # before the benchmark, so its results are never lost to a bad --json
+            check_writable(path)
         results = benchmark(ns, rest)
+        if path is not None:
+            try:
+                path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+            except OSError as e:
+                print(json.dumps(results, indent=2))
+                raise RunError(f"cannot write --json {path}: {e.strerror or e}; the results are printed above")
+            print(f"wrote {path}")
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if ns.json:
-        path = Path(ns.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {path}")
     return 0
+
+
+def check_writable(path: Path) -> None:
+    if path.is_dir():
+        raise RunError(f"--json {path} is a folder; name a file, e.g. {path / 'bench.json'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot write --json {path}: {e.strerror or e}; choose a writable file") from None
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise RunError(f"cannot write --json {path}: permission denied; choose a writable file")
 
 
 def config_path(name: str) -> Path:
@@ -97,8 +113,8 @@ def benchmark(ns: argparse.Namespace, overrides: list[str]) -> dict:
     for path in configs:
         if not path.exists():
             raise RunError(f"config {path} not found; give a config file or one of {', '.join(SHIPPED_CONFIGS)}")
-    if min(ns.steps, ns.block) < 1 or ns.warmup < 0:
-        raise RunError("--steps and --block must be >= 1, --warmup >= 0")
+    if min(ns.steps, ns.block) < 1 or ns.warmup < 0 or (ns.threads is not None and ns.threads < 1):
+        raise RunError("--steps, --block and --threads must be >= 1, --warmup >= 0")
     loaded = []
     for path in configs:  # every config is checked before torch starts
         extra = [f"--gradient_accumulation_steps={ns.gradient_accumulation_steps}", "--init_from=scratch"]
@@ -169,6 +185,7 @@ class NanoGPTStyleLoop:
         import numpy as np
         import torch
 
+        from .data import ShardedTokens
         from .model import GPT
         from .optim import param_groups
 
@@ -192,9 +209,10 @@ class NanoGPTStyleLoop:
         self.grad_clip = train.grad_clip
         self.micro_steps = trainer.micro_steps
         self.batch_size, self.block_size = trainer.data_cfg.batch_size, trainer.data_cfg.block_size
-        files = sorted(trainer.dataset.path.glob("*train*.bin"))
-        self.train_file, self.token_dtype = files[0], trainer.dataset.train.dtype
-        self.offset = getattr(trainer.dataset.train, "offset", 0)
+        tokens = trainer.dataset.train
+        first = tokens.shards[0] if isinstance(tokens, ShardedTokens) else tokens  # nanoGPT reads one file
+        self.train_file, self.token_dtype, self.offset = first.filename, first.dtype, first.offset
+        self.same_data = first is tokens or len(tokens.shards) == 1
         # slo's sampler stream, so that both sides see the same windows
         self.rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([train.seed % 2**64, trainer.rank])))
         self.timer = trainer.timer
@@ -262,7 +280,11 @@ def bench_config(path: Path, cfg, ns) -> dict:
             torch.cuda.reset_peak_memory_stats(trainer.device)
         if name == "slo":
             trainer.progress.iter_num = it
+            compiled = trainer.model is not trainer.raw_model
             loss = trainer.train_step()
+            if compiled and trainer.model is trainer.raw_model:  # compilation failed here: both sides go without
+                print(console.getvalue().strip().splitlines()[-1])
+                baseline.forward = baseline.model
         else:
             loss = baseline.train_step(trainer.schedule(it))
         losses[name].append(loss)
@@ -307,6 +329,7 @@ def bench_config(path: Path, cfg, ns) -> dict:
     slo_side, base = row["sides"]["slo"], row["sides"]["nanogpt"]
     row["speedup"] = slo_side["tokens_per_s"] / base["tokens_per_s"]
     row["max_loss_difference"] = max(abs(a - b) for a, b in zip(slo_side["losses"], base["losses"]))
+    row["same_data"] = baseline.same_data
     return row
 
 
@@ -332,3 +355,6 @@ def print_rows(row: dict) -> None:
     print(f"  speedup {row['speedup']:.2f}x; largest loss difference over {len(row['sides']['slo']['losses'])} "
           f"steps: {row['max_loss_difference']:.2e}" + ("" if row["device"].startswith("cuda") else
                                                          "; memory is the process's peak RSS, shared by both"))
+    if not row["same_data"]:
+        print("  note: the dataset is sharded and the nanoGPT-style loop reads its first shard only, "
+              "so the losses differ by design")

@@ -80,10 +80,11 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise RunError(f"could not write checkpoint {path}: {e}. The previous checkpoint, if any, is "
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunError(f"could not write checkpoint {path}: {detail}. The previous checkpoint, if any, is "
                        "untouched; free some disk space or point out_dir at a writable folder") from e
     except BaseException:
         with contextlib.suppress(OSError):

@@ -487,8 +487,12 @@ class Batches:
     batches an uninterrupted one would have.
     """
 
-    def __init__(self, tokens, batch_size: int, block_size: int, device="cpu", seed: int = 1337, rank: int = 0):
+    def __init__(self, tokens, batch_size: int, block_size: int, device="cpu", seed: int = 1337, rank: int = 0,
+                 vocab_size: int | None = None, name: str = "the token array"):
         import torch
+
+        self.vocab_size = vocab_size  # when given, every batch is checked against it
+        self.name = name
 
         self.batch_size = batch_size
         self.block_size = block_size
@@ -521,6 +525,10 @@ class Batches:
         import torch
 
         rows = self._rows()
+        if self.vocab_size is not None and int(rows.max()) >= self.vocab_size:
+            raise RunError(f"{self.name} holds token id {int(rows.max())}, but the model's vocabulary has only "
+                           f"{self.vocab_size} ids (0..{self.vocab_size - 1}): the token files do not match the "
+                           "dataset's meta (prepare it again), or set MODEL vocab_size larger")
         x = np.empty((self.batch_size, self.block_size), dtype=np.int64)
         y = np.empty((self.batch_size, self.block_size), dtype=np.int64)
         x[...] = rows[:, :-1]

@@ -5,6 +5,7 @@ Only the master rank builds a ``RunLog``; the others get a silent one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -71,11 +72,14 @@ class RunLog:
         if not self.enabled:
             return
         path = Path(out_dir) / METRICS_NAME
-        if resume_iter is None:
-            path.write_text("", encoding="utf-8")
-        else:
-            trim_metrics(path, resume_iter)
-        self.metrics = open(path, "a", encoding="utf-8")
+        try:
+            if resume_iter is None:
+                path.write_text("", encoding="utf-8")
+            else:
+                trim_metrics(path, resume_iter)
+            self.metrics = open(path, "a", encoding="utf-8")
+        except OSError as e:
+            raise _write_error(path, e) from None
         try:
             if logging_cfg is not None and logging_cfg.wandb_log:
                 self.wandb = _start_wandb(logging_cfg, flat_config or {}, out_dir, resume_iter is not None)
@@ -116,8 +120,11 @@ class RunLog:
         if not self.enabled:
             return
         rec = {k: _plain(v) for k, v in rec.items()}
-        self.metrics.write(json.dumps(rec) + "\n")
-        self.metrics.flush()
+        try:
+            self.metrics.write(json.dumps(rec) + "\n")
+            self.metrics.flush()
+        except OSError as e:
+            raise _write_error(Path(self.metrics.name), e) from None
         step = rec["iter"]
         values = {k: v for k, v in rec.items() if k != "iter" and isinstance(v, (int, float))}
         if self.wandb is not None:
@@ -132,7 +139,13 @@ class RunLog:
             sink = getattr(self, name)
             if sink is not None:
                 setattr(self, name, None)
-                getattr(sink, method)()
+                with contextlib.suppress(OSError):  # a full disk was reported where it happened
+                    getattr(sink, method)()
+
+
+def _write_error(path: Path, e: OSError) -> RunError:
+    return RunError(f"cannot write {path}: {e.strerror or e}; free some disk space or point out_dir at a "
+                    "writable folder (init_from=resume continues from the last checkpoint)")
 
 
 def _wandb_name(key: str) -> str:

@@ -56,8 +56,10 @@ def prepare(ns) -> str:
         raise RunError(f"--val_fraction must be between 0 and 1 (exclusive), not {ns.val_fraction}")
     if out.exists() and not out.is_dir():
         raise RunError(f"{out} exists and is not a folder; choose another -o")
-    if out.is_dir() and any(out.iterdir()) and not ns.force:
-        raise RunError(f"{out} already exists; add --force to replace it, or choose another -o")
+    if out.is_dir() and any(out.iterdir()):
+        if not ns.force:
+            raise RunError(f"{out} already exists; add --force to replace it, or choose another -o")
+        check_replaceable(out, [] if ns.builtin else ns.inputs)
 
     if ns.builtin:
         from .corpus import build_builtin
@@ -81,6 +83,28 @@ def prepare(ns) -> str:
     )
 
 
+DATASET_FILES = frozenset(("train.bin", "val.bin", "meta.json", "meta.pkl"))
+
+
+def check_replaceable(out: Path, inputs: list[str]) -> None:
+    """RunError unless --force may replace out: a dataset folder holding nothing else, that is
+    neither the current folder nor above it, and that holds none of the inputs."""
+    real = out.resolve()
+    if real == Path.cwd().resolve() or real in Path.cwd().resolve().parents:
+        raise RunError(f"-o {out} is the current folder or holds it; --force replaces only a dataset folder: "
+                       "choose -o DATA_DIR/NAME")
+    for name in inputs:
+        source = Path(name).resolve()
+        if source == real or real in source.parents or source in real.parents:
+            raise RunError(f"{name} is inside -o {out} (or holds it), which --force would replace; "
+                           "write the dataset to another folder")
+    others = sorted(p.name for p in out.iterdir() if p.name not in DATASET_FILES)
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise RunError(f"{out} holds files that are not a dataset's ({shown}); --force replaces only a dataset "
+                       "folder (train.bin, val.bin, meta.json): choose another -o")
+
+
 def find_files(inputs: list[str]) -> list[Path]:
     """The files named, and every file under the folders named, in sorted order."""
     files = []
@@ -93,6 +117,10 @@ def find_files(inputs: list[str]) -> list[Path]:
                 p for p in path.rglob("*")
                 if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
+        elif path.is_symlink():
+            raise RunError(f"{name} is a broken link")
+        elif path.exists():
+            raise RunError(f"{name} is neither a file nor a folder")
         else:
             raise RunError(f"{name} does not exist")
     return files

@@ -53,8 +53,8 @@ def _check_options(ns) -> None:
     problems = []
     if ns.max_new_tokens < 0:
         problems.append(f"--max_new_tokens={ns.max_new_tokens} must be >= 0")
-    if not ns.temperature >= 0:
-        problems.append(f"--temperature={ns.temperature} must be >= 0 (0 is greedy)")
+    if not 0 <= ns.temperature < float("inf"):
+        problems.append(f"--temperature={ns.temperature} must be a number >= 0 (0 is greedy)")
     if ns.top_k < 0:
         problems.append(f"--top_k={ns.top_k} must be >= 0 (0 keeps every token)")
     if ns.num_samples < 1:
@@ -105,13 +105,16 @@ def sample_from(ns) -> list[str]:
 
 
 def tokenizer_for(ckpt: dict, folder: Path):
-    """The tokenizer of the checkpoint's dataset: meta.json (or meta.pkl) in ``folder``,
-    else the dataset named by the checkpoint's config, else GPT-2 BPE."""
+    """The tokenizer of the checkpoint's dataset: the meta saved in the checkpoint, else meta.json
+    (or meta.pkl) in ``folder``, else the dataset named by the checkpoint's config, else GPT-2 BPE."""
     from .data import Tokenizer, load_meta
 
     folder = folder.resolve()
-    looked = [str(folder)]
-    meta = load_meta(folder.parent, folder.name)
+    looked = [f"the checkpoint in {folder}"]
+    meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else None
+    if not meta:
+        looked = [str(folder)]
+        meta = load_meta(folder.parent, folder.name)
     config = ckpt.get("config")
     if not meta and isinstance(config, dict) and isinstance(config.get("dataset"), str):
         data_dir = config.get("data_dir") if isinstance(config.get("data_dir"), str) else "data"

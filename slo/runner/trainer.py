@@ -103,7 +103,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.schedule = Schedule.from_config(self.train_cfg, cfg.lr_schedule)
         self.batches = Batches(self.dataset.train, self.data_cfg.batch_size, self.data_cfg.block_size,
-                               self.device, seed=self.train_cfg.seed, rank=rank)
+                               self.device, seed=self.train_cfg.seed, rank=rank, vocab_size=vocab_size,
+                               name=f"{self.dataset.path}'s train split")
         self.progress = Progress()
         self.resumed = False
         self._peak_flops: float | None = None
@@ -220,6 +221,7 @@ class Trainer:
             "best_val_loss": p.best_val_loss,
             "config": self.cfg.to_dict(),
             "env": self.cfg.env,
+            "meta": self.dataset.meta or None,  # the tokenizer travels with the weights
             "schema_version": SCHEMA_VERSION,
             "last_eval_iter": p.last_eval_iter,
             "elapsed": p.elapsed,
@@ -249,10 +251,12 @@ class Trainer:
             (self.out_dir / "config.json").write_text(dumps(self.cfg, "json"), encoding="utf-8")
             (self.out_dir / "config.explain.txt").write_text(self.cfg.explain() + "\n", encoding="utf-8")
             source = self.dataset.path / META_JSON
+            target = self.out_dir / META_JSON
             if source.is_file():
-                shutil.copyfile(source, self.out_dir / META_JSON)
+                if not (target.exists() and target.samefile(source)):  # out_dir may be the dataset's folder
+                    shutil.copyfile(source, target)
             elif self.dataset.meta:  # nanoGPT meta.pkl or an llm.c header: slo's form, as JSON
-                (self.out_dir / META_JSON).write_text(json.dumps(self.dataset.meta) + "\n", encoding="utf-8")
+                target.write_text(json.dumps(self.dataset.meta) + "\n", encoding="utf-8")
         except OSError as e:
             raise RunError(f"cannot write to out_dir {self.out_dir}: {e}; choose a writable out_dir") from None
 
@@ -362,7 +366,8 @@ class Trainer:
         out = {}
         for index, (split, tokens) in enumerate((("train", self.dataset.train), ("val", self.dataset.val))):
             batches = Batches(tokens, self.data_cfg.batch_size, self.data_cfg.block_size, self.device,
-                              seed=self.train_cfg.seed + EVAL_SEED_OFFSET + index, rank=self.rank)
+                              seed=self.train_cfg.seed + EVAL_SEED_OFFSET + index, rank=self.rank,
+                              vocab_size=self.args.vocab_size, name=f"{self.dataset.path}'s {split} split")
             total = torch.zeros((), device=self.device)
             for _ in range(self.log_cfg.eval_iters):
                 if self.stop_signal is not None:
