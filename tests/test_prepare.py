@@ -79,6 +79,22 @@ def test_output_exists_needs_force(tmp_path, texts, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "src"]
 
 
+def test_force_replaces_only_a_dataset_folder(tmp_path, texts, capsys, monkeypatch):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("notes\n" * 50)
+    (project / "other.py").write_text("x = 1\n")
+    before = sorted(p.name for p in project.iterdir())
+    assert prepare(project / "notes.txt", "-o", project, "--force") == 1
+    assert "is inside -o" in capsys.readouterr().err
+    assert prepare(texts, "-o", project, "--force") == 1
+    assert "holds files that are not a dataset's (notes.txt, other.py)" in capsys.readouterr().err
+    monkeypatch.chdir(project)
+    assert prepare(texts, "-o", ".", "--force") == 1
+    assert "is the current folder" in capsys.readouterr().err
+    assert sorted(p.name for p in project.iterdir()) == before
+
+
 def test_builtin(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(corpus, "MAX_BYTES", 100_000)
     assert prepare("--builtin", "-o", tmp_path / "builtin") == 0
