@@ -283,7 +283,8 @@ def bench_config(path: Path, cfg, ns) -> dict:
             compiled = trainer.model is not trainer.raw_model
             loss = trainer.train_step()
             if compiled and trainer.model is trainer.raw_model:  # compilation failed here: both sides go without
-                print(console.getvalue().strip().splitlines()[-1])
+                said = console.getvalue().strip().splitlines()
+                print(said[-1] if said else "compile: torch.compile failed; both sides run without it")
                 baseline.forward = baseline.model
         else:
             loss = baseline.train_step(trainer.schedule(it))
