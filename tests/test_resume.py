@@ -180,3 +180,13 @@ def test_metrics_after_resume_have_each_step_once(tmp_path):
     evals = [r["iter"] for r in lines if "val_loss" in r]
     assert steps == list(range(8))
     assert evals == [0, 4, 6, 8]
+
+
+def test_a_scratch_run_over_an_earlier_one_keeps_its_metrics(tmp_path, capsys):
+    config = tiny_config(tmp_path, "run", max_iters=4)
+    assert train(config) == 0
+    earlier = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert train(config, "--learning_rate=3e-3") == 0
+    assert "metrics.jsonl is now metrics.previous.jsonl" in capsys.readouterr().out
+    assert (tmp_path / "run" / "metrics.previous.jsonl").read_text() == earlier
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() != earlier

@@ -8,12 +8,14 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
 from ..errors import RunError
 
 METRICS_NAME = "metrics.jsonl"
+PREVIOUS_METRICS_NAME = "metrics.previous.jsonl"  # a scratch run moves an earlier run's here
 
 
 def format_train_line(rec: dict) -> str:
@@ -74,6 +76,9 @@ class RunLog:
         path = Path(out_dir) / METRICS_NAME
         try:
             if resume_iter is None:
+                if path.is_file() and path.stat().st_size:  # an earlier run's: kept, not wiped
+                    os.replace(path, path.with_name(PREVIOUS_METRICS_NAME))
+                    self.say(f"note: the earlier run's {METRICS_NAME} is now {PREVIOUS_METRICS_NAME}")
                 path.write_text("", encoding="utf-8")
             else:
                 trim_metrics(path, resume_iter)
