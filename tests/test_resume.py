@@ -190,3 +190,16 @@ def test_a_scratch_run_over_an_earlier_one_keeps_its_metrics(tmp_path, capsys):
     assert "metrics.jsonl is now metrics.previous.jsonl" in capsys.readouterr().out
     assert (tmp_path / "run" / "metrics.previous.jsonl").read_text() == earlier
     assert (tmp_path / "run" / "metrics.jsonl").read_text() != earlier
+
+
+def test_a_closed_console_pipe_does_not_stop_the_run(tmp_path):
+    config = tiny_config(tmp_path, "run")
+    env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "slo.runner", str(config)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.readline()
+    proc.stdout.close()  # as `| head -1` does: every later line meets a closed pipe
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, stderr
+    assert "Traceback" not in stderr
+    assert load_checkpoint(tmp_path / "run" / "ckpt.pt")["iter_num"] == 8

@@ -36,6 +36,17 @@ def format_eval_line(rec: dict) -> str:
     return f"eval {rec['iter']}: train loss {rec['train_loss']:.4f}, val loss {rec['val_loss']:.4f}"
 
 
+def console_print(text: str, stream=None) -> None:
+    """print(text) that outlives its reader: when the pipe closes (``slo train ... | head``), later
+    lines go nowhere and the run goes on to its checkpoints."""
+    stream = stream or sys.stdout
+    try:
+        print(text, file=stream, flush=True)
+    except BrokenPipeError:
+        if stream in (sys.stdout, sys.stderr):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
 def trim_metrics(path: Path, resume_iter: int) -> None:
     """Drop the records a resumed run will write again: train steps from ``resume_iter``
     on, evaluations after it (the checkpoint was saved right after the one at it)."""
@@ -103,7 +114,7 @@ class RunLog:
         if self.bar is not None:
             self.bar.write(text, file=self.stream)
         else:
-            print(text, file=self.stream, flush=True)
+            console_print(text, self.stream)
 
     def open_bar(self, total: int, initial: int) -> None:
         """A progress bar with ETA, only when the console is a terminal."""

@@ -33,7 +33,7 @@ from .data import META_JSON, Batches, open_dataset
 from .device import (autocast, compile_failure_message, configure_backends, maybe_compile, memory_mb,
                      peak_flops, pick_device, pick_dtype)
 from .distributed import collectives, compile_failure_in_group, rank_device
-from .metrics import RunLog, format_eval_line, format_train_line
+from .metrics import RunLog, console_print, format_eval_line, format_train_line
 from .model import GPT, ModelArgs
 from .optim import Schedule, make_optimizer, set_lr
 
@@ -123,7 +123,7 @@ class Trainer:
         if self.log.enabled:
             self.log.say(text)
         else:
-            print(text, file=self.stream, flush=True)
+            console_print(text, self.stream)
 
     def describe(self) -> str:
         a, d = self.args, self.data_cfg
