@@ -189,6 +189,13 @@ def test_random_bytes_are_a_run_error(tmp_path, seed):
         load_checkpoint(path)
 
 
+def test_a_text_file_is_named_as_one(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a checkpoint\nat all\n")
+    with pytest.raises(RunError, match="notes.txt in .* is a text file, not a PyTorch checkpoint"):
+        load_checkpoint(path)
+
+
 def test_zip_bytes_flipped_inside_are_a_run_error(tmp_path):
     path = tmp_path / "ckpt.pt"
     save_checkpoint(path, {"model": {"w": torch.randn(1000)}})

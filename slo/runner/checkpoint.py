@@ -115,12 +115,12 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
             raise RunError(f"{where} holds a Python object ({refused.group(1)}) that safe loading refuses; "
                            "only checkpoints of tensors and plain values (dicts, lists, numbers, "
                            "strings) load: re-save it that way, or use another checkpoint") from e
-        raise _corrupt(where, e) from e
+        raise _corrupt(path, where, e) from e
     except PermissionError as e:
         raise RunError(f"cannot read {path}: {e}; check the file's permissions") from e
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError,
             TypeError, AttributeError, MemoryError) as e:
-        raise _corrupt(where, e) from e
+        raise _corrupt(path, where, e) from e
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         found = f"keys: {', '.join(map(str, list(ckpt)[:8]))}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
         raise RunError(f"{where} is not a slo or nanoGPT checkpoint (no 'model' key; {found}); "
@@ -128,7 +128,15 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     return ckpt
 
 
-def _corrupt(where: str, e: BaseException) -> RunError:
+def _corrupt(path: Path, where: str, e: BaseException) -> RunError:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512).decode("utf-8")  # a cut multibyte character: treated as not text
+        if head.strip() and all(c.isprintable() or c.isspace() for c in head):
+            return RunError(f"{where} is a text file, not a PyTorch checkpoint; point init_from or the sample "
+                            "command at a ckpt.pt written by training")
+    except (OSError, UnicodeDecodeError):
+        pass
     text = str(e)
     unpickler = re.search(r"WeightsUnpickler error:\s*(.+)", text)  # the cause inside torch's long advice
     if unpickler:
