@@ -161,7 +161,9 @@ def measure_matmul_flops(device: torch.device, dtype: torch.dtype, size: int | N
     The fastest of the runs within ``seconds`` counts, so a run slowed by
     another process on a shared machine does not lower the peak.
     """
-    n = size or (8192 if device.type == "cuda" else 1024)
+    if size is None:  # a CPU without bf16/fp16 units is ~50x slower in them: a smaller matmul keeps this short
+        size = 8192 if device.type == "cuda" else 1024 if dtype == torch.float32 else 512
+    n = size
     generator = torch.Generator(device).manual_seed(0)  # the run's own random stream stays untouched
     a = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
     b = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
