@@ -1,13 +1,14 @@
 """How fast slo reads configs: tokenize and full load, Cython vs the Python twin,
 against tomllib and json reading the same values.
 
-    python benchmarks/bench_parse.py [--repeat 7] [--out benchmarks/results/bench_parse.json]
+    python benchmarks/bench_parse.py [--repeat 15] [--out benchmarks/results/bench_parse.json]
 
 For each shipped config and a generated large file it reports the median time
-of repeated runs (and MB/s) of:
+of repeated, interleaved rounds (and MB/s) of:
   tokenize (c)      slo._parser.scan
   tokenize (py)     slo._parser_py.scan
-  load (c)          slo.load: read, tokenize, resolve FROM, interpolate, type, validate
+  loads (c)         slo.loads of the file's text: tokenize, resolve FROM, interpolate, type, validate
+  load (c)          slo.load of the path: the same, with reading the file
   load (py)         the same with the Python tokenizer
   tomllib.loads     the same config written as TOML (its explicitly set values)
   json.loads        the same values as flat JSON
@@ -37,24 +38,32 @@ from slo.schema import KEYS, SECTION_KEYS  # noqa: E402
 from slo.tokenizer import EXTENSION_LOADED  # noqa: E402
 
 
-def median_time(fn, repeat: int, budget: float = 0.2) -> float:
-    """Median seconds per call over `repeat` rounds, each long enough to time well."""
+def calls_per_round(fn, budget: float = 0.05) -> int:
+    """How many calls of fn make one timed round of about `budget` seconds."""
     fn()
     number = 1
     while True:
         t0 = time.perf_counter()
         for _ in range(number):
             fn()
-        if time.perf_counter() - t0 > budget / 4 or number > 1 << 20:
-            break
+        if time.perf_counter() - t0 > budget or number > 1 << 20:
+            return number
         number *= 4
-    rounds = []
+
+
+def median_times(fns: dict, repeat: int) -> dict:
+    """Median seconds per call of each fn over `repeat` rounds. The rounds interleave the
+    candidates, so a change in the machine's load touches all of them alike."""
+    numbers = {name: calls_per_round(fn) for name, fn in fns.items()}
+    rounds: dict = {name: [] for name in fns}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        rounds.append((time.perf_counter() - t0) / number)
-    return statistics.median(rounds)
+        for name, fn in fns.items():
+            number = numbers[name]
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn()
+            rounds[name].append((time.perf_counter() - t0) / number)
+    return {name: statistics.median(times) for name, times in rounds.items()}
 
 
 def toml_twin(cfg) -> str:
@@ -101,22 +110,24 @@ def bench_case(name: str, path: Path, repeat: int) -> dict:
     toml_text = toml_twin(cfg)
     json_text = json_twin(cfg)
     assert tomllib.loads(toml_text) and json.loads(json_text)
-    timings = {}
+    fns = {}
     if EXTENSION_LOADED:
         from slo._parser import scan as c_scan
-        timings["tokenize (c)"] = median_time(lambda: c_scan(text), repeat)
-    timings["tokenize (py)"] = median_time(lambda: _parser_py.scan(text), repeat)
-    timings["load (c)" if EXTENSION_LOADED else "load"] = median_time(lambda: slo.load(path), repeat)
-    timings["load (py)"] = median_time(with_python_tokenizer(lambda: slo.load(path)), repeat)
-    timings["tomllib.loads"] = median_time(lambda: tomllib.loads(toml_text), repeat)
-    timings["json.loads"] = median_time(lambda: json.loads(json_text), repeat)
+        fns["tokenize (c)"] = lambda: c_scan(text)
+    fns["tokenize (py)"] = lambda: _parser_py.scan(text)
+    fns["loads (c)" if EXTENSION_LOADED else "loads"] = lambda: slo.loads(text, path=path)
+    fns["load (c)" if EXTENSION_LOADED else "load"] = lambda: slo.load(path)
+    fns["load (py)"] = with_python_tokenizer(lambda: slo.load(path))
+    fns["tomllib.loads"] = lambda: tomllib.loads(toml_text)
+    fns["json.loads"] = lambda: json.loads(json_text)
+    timings = median_times(fns, repeat)
     return {"name": name, "bytes": size, "keys_set": sum(1 for k in cfg if cfg.is_set(k)), "env": len(cfg.env),
             "seconds": timings, "mb_per_s": {k: size / v / 1e6 for k, v in timings.items()}}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--large-lines", type=int, default=5000)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_parse.json"))
     args = parser.parse_args(argv)
@@ -138,8 +149,9 @@ def main(argv=None) -> int:
         ratios = []
         if "tokenize (c)" in r["seconds"]:
             ratios.append(f"tokenize c/py speedup {r['seconds']['tokenize (py)'] / r['seconds']['tokenize (c)']:.1f}x")
-        load = r["seconds"].get("load (c)", r["seconds"].get("load"))
-        ratios.append(f"load vs tomllib {r['seconds']['tomllib.loads'] / load:.1f}x faster")
+        for name in ("loads", "load"):
+            seconds = r["seconds"].get(f"{name} (c)", r["seconds"].get(name))
+            ratios.append(f"{name} vs tomllib {r['seconds']['tomllib.loads'] / seconds:.1f}x faster")
         mbs = r["mb_per_s"].get("tokenize (c)", r["mb_per_s"]["tokenize (py)"])
         ratios.append(f"tokenize {mbs:.1f} MB/s")
         print(f"{r['name']:28} " + ", ".join(ratios))

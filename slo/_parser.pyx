@@ -8,6 +8,17 @@ Characters are read from a UCS-4 copy of the text (``s``), so the inner
 loops are plain array reads; values are sliced from the ``str`` itself.
 """
 
+cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(void* op)
+
+
+cdef inline tuple _untracked(tuple item):
+    """item, which holds only strings and ints, left out of the cyclic garbage collector's work
+    (as CPython itself does for such tuples, but at once): a long file makes many."""
+    PyObject_GC_UnTrack(<void*> item)
+    return item
+
+
 cdef dict _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "$": "$$"}
 
 
@@ -192,7 +203,8 @@ cdef tuple _parse_pair(str text, const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t n,
         if not _is_name(s, start, pos):
             raise _Error(start, pos, f"Invalid key {key!r}: a key is letters, digits and _, not starting with a digit")
         value = _parse_value(text, s, pos + 1, n, key, start, end, &quote)
-        return (key, value, line, start - line_start + 1, pos - line_start + 2, end[0] - line_start + 1, quote)
+        return _untracked((key, value, line, start - line_start + 1, pos - line_start + 2, end[0] - line_start + 1,
+                           quote))
     if pos == start:
         raise _Error(start, start + 1, "Expected key=value, found a quoted string")
     key = text[start:pos]
@@ -217,7 +229,7 @@ cdef tuple _parse_path(str text, const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t n,
     else:
         end[0] = _word_end(s, pos, n)
         value = text[pos:end[0]]
-    return (value, line, pos - line_start + 1, end[0] - line_start + 1, quote)
+    return _untracked((value, line, pos - line_start + 1, end[0] - line_start + 1, quote))
 
 
 def scan(str text):
