@@ -4,7 +4,8 @@ against tomllib and json reading the same values.
     python benchmarks/bench_parse.py [--repeat 15] [--out benchmarks/results/bench_parse.json]
 
 For each shipped config and a generated large file it reports the median time
-of repeated, interleaved rounds (and MB/s) of:
+of repeated, interleaved rounds (and MB/s), with the garbage collector off
+while a round runs (as timeit does), of:
   tokenize (c)      slo._parser.scan
   tokenize (py)     slo._parser_py.scan
   loads (c)         slo.loads of the file's text: tokenize, resolve FROM, interpolate, type, validate
@@ -17,6 +18,7 @@ of repeated, interleaved rounds (and MB/s) of:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -53,16 +55,23 @@ def calls_per_round(fn, budget: float = 0.05) -> int:
 
 def median_times(fns: dict, repeat: int) -> dict:
     """Median seconds per call of each fn over `repeat` rounds. The rounds interleave the
-    candidates, so a change in the machine's load touches all of them alike."""
+    candidates, so a change in the machine's load touches all of them alike; the garbage
+    collector is off while a round runs, as timeit does, so one candidate's garbage is not
+    collected in another's time."""
     numbers = {name: calls_per_round(fn) for name, fn in fns.items()}
     rounds: dict = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
             number = numbers[name]
-            t0 = time.perf_counter()
-            for _ in range(number):
-                fn()
-            rounds[name].append((time.perf_counter() - t0) / number)
+            gc.collect()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                for _ in range(number):
+                    fn()
+                rounds[name].append((time.perf_counter() - t0) / number)
+            finally:
+                gc.enable()
     return {name: statistics.median(times) for name, times in rounds.items()}
 
 
