@@ -93,11 +93,8 @@ def plan(inputs: list[str], output: str, to: str | None = None) -> list[Conversi
     for path, out in pairs:
         display, real = _locate(path)
         conversions.append(Conversion(display, out, real, os.path.abspath(os.path.expanduser(out))))
-    reals_in = {c.real_input for c in conversions}
     outs: dict[str, str] = {}
-    for c in conversions:
-        if c.real_output in reals_in:
-            raise UsageError(f"{c.output} is an input: slo-convert never modifies its inputs; choose another output")
+    for c in conversions:  # an output among the files read is refused once they are known, in convert()
         if c.real_output in outs:
             raise UsageError(f"{outs[c.real_output]} and {c.input} would both be written to {c.output}")
         outs[c.real_output] = c.input
@@ -254,12 +251,14 @@ def convert(inputs: list[str], output: str, *, to: str | None = None, flatten: b
             read.setdefault(os.path.realpath(path), c.input)
     if errors:
         raise ConfigError(errors)
+    inputs = {os.path.realpath(c.real_input) for c in conversions}
     for c in conversions:
         real = os.path.realpath(c.real_output)
         if real in read:
-            what = "an input" if real == os.path.realpath(c.real_input) else f"read by {read[real]} (through FROM)"
-            raise UsageError(f"{c.output} is {what}: slo-convert never modifies the files it reads; "
-                             "choose another output")
+            if real in inputs:
+                raise UsageError(f"{c.output} is an input: slo-convert never modifies its inputs; choose another output")
+            raise UsageError(f"{c.output} is read by {read[real]} (through FROM): slo-convert never modifies the "
+                             "files its inputs read; choose another output")
     for c in conversions:
         read_input(c)
     converted = {c.real_input: c.real_output for c in conversions}
