@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import slo
 from slo.errors import RunError
 from slo.runner.model import GPT, KVCache, ModelArgs, apply_rotary, rotary_tables
+from tiny_run import single_thread
 
 VOCAB = 64
 TINY = dict(n_layer=2, n_head=4, n_embd=32, block_size=16, vocab_size=VOCAB)
@@ -37,10 +38,8 @@ ATTENTION_VARIANTS = ["default", "rope", "gqa", "mqa", "qk_norm", "everything"]
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny models run fastest on one thread, and do not fight other processes for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_thread():
+        yield
 
 
 def tiny(seed: int = 0, **options) -> GPT:

@@ -24,7 +24,7 @@ from slo.report.plot import DPI, FIGURE_SIZE, plot_runs
 from slo.report.rundir import parse_explain, read_run, top_config_file
 from slo.report.runs import format_table, sort_runs
 from slo.runner.train import main as train_main
-from tiny_run import metrics, tiny_config
+from tiny_run import metrics, single_thread, tiny_config
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("tensorboard")
@@ -36,15 +36,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def train_run(*args: str) -> int:
-    """The training entry point on one thread: tiny models train several times faster so on a busy machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    """The training entry point on one thread (module-scoped fixtures run outside tiny_run's one_thread)."""
+    with single_thread():
         return train_main([str(a) for a in args])
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
