@@ -57,3 +57,9 @@ class RunError(Exception):
     The message says what is wrong and how to fix it; entry points print it
     without a traceback and exit with status 1.
     """
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's text, "" when it has none: what a one-line error shows of it."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""

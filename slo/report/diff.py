@@ -15,8 +15,9 @@ from pathlib import Path
 
 from ..dump import quote
 from ..errors import RunError
+from ..runner import CHECKPOINT_NAME, CONFIG_JSON, EXPLAIN_NAME
 from ..schema import KEYS, format_value
-from .rundir import CHECKPOINT_NAME, CONFIG_JSON, EXPLAIN_NAME, checkpoint_config, parse_explain, read_json, read_run
+from .rundir import checkpoint_config, parse_explain, read_json, read_run
 
 EXIT_SAME, EXIT_DIFFERENT, EXIT_TROUBLE = 0, 1, 2
 CONFIG_SUFFIXES = (".config", ".toml", ".py")

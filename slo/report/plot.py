@@ -111,8 +111,7 @@ def _title(runs: list[Run], names: list[str]) -> str:
     if len(runs) > 1:
         return shorten(f"{len(runs)} runs: " + ", ".join(names), MAX_TITLE)
     run = runs[0]
-    done = f"{run.iters_done:,}" + (f"/{run.max_iters:,}" if run.max_iters is not None else "")
-    return shorten(f"{names[0]} ({run.config_label()})", MAX_TITLE - 30) + f": {done} iterations"
+    return shorten(f"{names[0]} ({run.config_label()})", MAX_TITLE - 30) + f": {run.progress} iterations"
 
 
 def _losses(run: Run) -> list[float]:

@@ -28,12 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RunError
+from ..runner import CHECKPOINT_NAME, CONFIG_JSON, EXPLAIN_NAME, METRICS_NAME
+from ..runner.metrics import read_records
 from ..schema import format_value
 
-METRICS_NAME = "metrics.jsonl"
-CONFIG_JSON = "config.json"
-EXPLAIN_NAME = "config.explain.txt"
-CHECKPOINT_NAME = "ckpt.pt"
 RUN_FILES = (METRICS_NAME, CHECKPOINT_NAME)
 MIN_RUNNING_WINDOW = 120.0  # seconds
 RUNNING_WINDOW_GAPS = 3  # times the longest gap between records
@@ -69,6 +67,11 @@ class Run:
         if self.checkpoint_iter is not None:
             done.append(self.checkpoint_iter)
         return max(done, default=0)
+
+    @property
+    def progress(self) -> str:
+        """``120/600``: iterations done of max_iters (``120`` when max_iters is unknown)."""
+        return f"{self.iters_done:,}" + (f"/{self.max_iters:,}" if self.max_iters is not None else "")
 
     @property
     def best_val_loss(self) -> float | None:
@@ -142,20 +145,6 @@ def read_run(path: str | os.PathLike) -> Run:
                 raise  # the checkpoint was all there was to read
     run.updated = max((p.stat().st_mtime for p in (path / n for n in RUN_FILES) if p.is_file()), default=0.0)
     return run
-
-
-def read_records(path: Path) -> list[dict]:
-    """The records of a metrics.jsonl; a line cut short by a kill, or not a record, is skipped."""
-    records = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and isinstance(rec.get("iter"), int) and ("loss" in rec or "val_loss" in rec):
-                records.append(rec)
-    return records
 
 
 def read_json(path: Path) -> dict:

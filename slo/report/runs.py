@@ -61,11 +61,10 @@ def format_table(runs: list[Run], root: Path, now: float | None = None) -> str:
     header = ("RUN", "CONFIG", "ITERS", "BEST VAL", "TOK/S", "STATUS", "UPDATED")
     rows = [header]
     for run in runs:
-        max_iters = run.max_iters
         rows.append((
             display_name(run.path, root),
             shorten(run.config_label(), MAX_CONFIG_WIDTH),
-            f"{run.iters_done:,}/{max_iters:,}" if max_iters is not None else f"{run.iters_done:,}",
+            run.progress,
             f"{run.best_val_loss:.4f}" if run.best_val_loss is not None else "-",
             f"{run.tokens_per_s:,.0f}" if run.tokens_per_s is not None else "-",
             run.status(now),

@@ -143,6 +143,8 @@ def benchmark(ns: argparse.Namespace, overrides: list[str]) -> dict:
 def machine_info() -> dict:
     import torch
 
+    from .device import usable_cpus
+
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -150,7 +152,7 @@ def machine_info() -> dict:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cpus()
     return {"cpu": cpu, "cores": cores, "gpu": gpu, "torch": torch.__version__, "python": platform.python_version(),
             "description": f"{cpu} ({cores} cores)" + (f", {gpu}" if gpu else "")}
 

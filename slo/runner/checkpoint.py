@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import RunError
+from ..errors import RunError, first_line
+from . import CHECKPOINT_NAME
 from .model import GPT, ModelArgs
 
-CHECKPOINT_NAME = "ckpt.pt"
 # prefixes torch.compile and DistributedDataParallel put before parameter names
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 # model_args that do not change the weights or what the model computes at inference
@@ -83,8 +83,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
         with contextlib.suppress(OSError):
             tmp.unlink()
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RunError(f"could not write checkpoint {path}: {detail}. The previous checkpoint, if any, is "
+        raise RunError(f"could not write checkpoint {path}: {first_line(e) or type(e).__name__}. The previous checkpoint, if any, is "
                        "untouched; free some disk space or point out_dir at a writable folder") from e
     except BaseException:
         with contextlib.suppress(OSError):
@@ -142,7 +141,7 @@ def _corrupt(path: Path, where: str, e: BaseException) -> RunError:
     if unpickler:
         detail = unpickler.group(1).strip()
     else:
-        detail = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        detail = first_line(e) or type(e).__name__
     return RunError(f"{where} is truncated or corrupt ({detail}): was the run killed while saving, "
                     "or the file copied only in part? Delete it or point init_from at another checkpoint")
 

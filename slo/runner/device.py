@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from ..errors import RunError
+from ..errors import RunError, first_line
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -142,8 +142,7 @@ def maybe_compile(model: torch.nn.Module, enabled: bool, device: torch.device, s
 
 
 def compile_failure_message(error: BaseException) -> str:
-    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return (f"compile: torch.compile failed ({type(error).__name__}: {first[:200]}); "
+    return (f"compile: torch.compile failed ({type(error).__name__}: {first_line(error)[:200]}); "
             "continuing without torch.compile (compile=False hides this message)")
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..errors import RunError
+from ..errors import RunError, first_line
 from .device import pick_device, usable_cpus
 
 TIMEOUT_ENV = "SLO_DDP_TIMEOUT"
@@ -235,8 +235,7 @@ def compile_failure_in_group(error: BaseException) -> BaseException:
     all fall back to the plain model at once."""
     if communication_failure(error) is not None:
         return error
-    first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-    return RunError(f"torch.compile failed ({type(error).__name__}: {first}); a data-parallel run cannot "
+    return RunError(f"torch.compile failed ({type(error).__name__}: {first_line(error)[:200]}); a data-parallel run cannot "
                     "continue without it mid-run: set compile=False")
 
 
@@ -245,8 +244,7 @@ def communication_failure(error: BaseException) -> RankError | None:
     if isinstance(error, RunError):
         return None
     text = str(error)
-    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-    first = re.sub(r"^\[[^\]]*\]\s*", "", first)[:300]  # drop gloo's source location
+    first = re.sub(r"^\[[^\]]*\]\s*", "", first_line(error) or type(error).__name__)[:300]  # drop gloo's source location
     is_dist = isinstance(error, getattr(dist, "DistError", ())) or "gloo" in text or "NCCL" in text
     if not (is_dist or isinstance(error, RuntimeError)):
         return None
@@ -276,26 +274,26 @@ def join_group(cfg, placement: Placement, device: torch.device) -> str:
         if "EADDRINUSE" in text or "address already in use" in text.lower():
             raise RunError(f"master_port={port} is in use on {addr}, so the ranks cannot meet there; "
                            "set master_port to a free port") from None
-        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
-        raise RunError(f"rank {placement.rank} could not join the process group at {addr}:{port} ({first}); "
+        raise RunError(f"rank {placement.rank} could not join the process group at {addr}:{port} "
+                       f"({first_line(e) or type(e).__name__}); "
                        "check master_addr and master_port (the same on every machine), and that rank 0 "
                        "is running") from None
     return backend
 
 
-def check_world(cfg, placement: Placement) -> None:
+def check_world(cfg, world_size: int) -> None:
     accumulation = cfg.data.gradient_accumulation_steps
-    if accumulation % placement.world_size:
+    if accumulation % world_size:
         raise RunError(f"gradient_accumulation_steps={accumulation} is not divisible by the world size "
-                       f"{placement.world_size}: each rank runs an equal share of the micro-steps; make it a "
-                       f"multiple of {placement.world_size}")
+                       f"{world_size}: each rank runs an equal share of the micro-steps; make it a "
+                       f"multiple of {world_size}")
 
 
 def run_rank(cfg, placement: Placement) -> int:
     """Join the group, train as this rank, leave the group; the exit status."""
     from .trainer import Trainer
 
-    check_world(cfg, placement)
+    check_world(cfg, placement.world_size)
     device = rank_device(pick_device(cfg.system.device), placement.local_rank, placement.world_size)
     join_group(cfg, placement, device)
     try:
@@ -388,7 +386,7 @@ def launch(cfg, nproc: int) -> int:
     import torch.multiprocessing as mp
 
     addr, port = cfg.ddp.master_addr, cfg.ddp.master_port
-    check_world(cfg, Placement(0, nproc, 0, nproc))
+    check_world(cfg, nproc)
     pick_backend(cfg.ddp.backend, pick_device(cfg.system.device))
     collective_timeout()
     check_port(addr, port)
@@ -417,8 +415,7 @@ def _spawned_rank(local_rank: int, cfg, nproc: int, addr: str, port: int, report
         status = EXIT_RUN_ERROR
     except Exception as e:  # a bug: the traceback helps, the launcher names the rank
         traceback.print_exc()
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        _write_report(reports, local_rank, "error", f"{type(e).__name__}: {first} (traceback above)")
+        _write_report(reports, local_rank, "error", f"{type(e).__name__}: {first_line(e)} (traceback above)")
         status = EXIT_RUN_ERROR
     sys.stdout.flush()
     sys.exit(status)

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from ..errors import RunError
+from . import METRICS_NAME
 
-METRICS_NAME = "metrics.jsonl"
 PREVIOUS_METRICS_NAME = "metrics.previous.jsonl"  # a scratch run moves an earlier run's here
 
 
@@ -45,6 +45,20 @@ def console_print(text: str, stream=None) -> None:
     except BrokenPipeError:
         if stream in (sys.stdout, sys.stderr):
             os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
+def read_records(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl; a line cut short by a kill, or not a record, is skipped."""
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("iter"), int) and ("loss" in rec or "val_loss" in rec):
+                records.append(rec)
+    return records
 
 
 def trim_metrics(path: Path, resume_iter: int) -> None:

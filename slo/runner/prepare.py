@@ -89,8 +89,8 @@ DATASET_FILES = frozenset(("train.bin", "val.bin", "meta.json", "meta.pkl"))
 def check_replaceable(out: Path, inputs: list[str]) -> None:
     """RunError unless --force may replace out: a dataset folder holding nothing else, that is
     neither the current folder nor above it, and that holds none of the inputs."""
-    real = out.resolve()
-    if real == Path.cwd().resolve() or real in Path.cwd().resolve().parents:
+    real, cwd = out.resolve(), Path.cwd().resolve()
+    if real == cwd or real in cwd.parents:
         raise RunError(f"-o {out} is the current folder or holds it; --force replaces only a dataset folder: "
                        "choose -o DATA_DIR/NAME")
     for name in inputs:

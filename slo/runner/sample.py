@@ -110,9 +110,10 @@ def tokenizer_for(ckpt: dict, folder: Path):
     from .data import Tokenizer, load_meta
 
     folder = folder.resolve()
-    looked = [f"the checkpoint in {folder}"]
     meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else None
-    if not meta:
+    if meta:
+        looked = [f"the checkpoint in {folder}"]
+    else:
         looked = [str(folder)]
         meta = load_meta(folder.parent, folder.name)
     config = ckpt.get("config")

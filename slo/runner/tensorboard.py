@@ -10,10 +10,10 @@ evaluation at that iteration, which the resumed run does not repeat.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import RunError
+from . import METRICS_NAME
 
 TENSORBOARD_DIR = "tensorboard"
 SCALARS = frozenset({"train/loss", "val/loss", "eval/train_loss", "lr", "tokens_per_s", "mfu", "memory_mb",
@@ -32,7 +32,7 @@ class TensorBoardLog:
         self.path = Path(out_dir) / TENSORBOARD_DIR
         self.writer = SummaryWriter(log_dir=str(self.path), purge_step=resume_iter)
         if resume_iter is not None:
-            self._log_again(Path(out_dir) / "metrics.jsonl", resume_iter)
+            self._log_again(Path(out_dir) / METRICS_NAME, resume_iter)
 
     def add_scalar(self, name: str, value: float, step: int) -> None:
         if name in SCALARS:
@@ -42,16 +42,12 @@ class TensorBoardLog:
         self.writer.close()
 
     def _log_again(self, metrics: Path, resume_iter: int) -> None:
-        from .metrics import _wandb_name
+        from .metrics import _wandb_name, read_records
 
         if not metrics.is_file():
             return
-        for line in metrics.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if rec.get("iter") == resume_iter and "val_loss" in rec:
+        for rec in read_records(metrics):
+            if rec["iter"] == resume_iter and "val_loss" in rec:
                 for key, value in rec.items():
                     if key != "iter" and isinstance(value, (int, float)):
                         self.add_scalar(_wandb_name(key), value, resume_iter)

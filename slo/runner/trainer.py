@@ -26,13 +26,14 @@ import numpy as np
 import torch
 
 from .. import dumps
-from ..errors import RunError
+from ..errors import RunError, first_line
 from ..schema import SCHEMA_VERSION
+from . import CONFIG_JSON, EXPLAIN_NAME
 from .checkpoint import CHECKPOINT_NAME, check_compatible, clean_state_dict, load_checkpoint, save_checkpoint
 from .data import META_JSON, Batches, open_dataset
 from .device import (autocast, compile_failure_message, configure_backends, maybe_compile, memory_mb,
                      peak_flops, pick_device, pick_dtype)
-from .distributed import collectives, compile_failure_in_group, rank_device
+from .distributed import check_world, collectives, compile_failure_in_group, rank_device
 from .metrics import RunLog, console_print, format_eval_line, format_train_line
 from .model import GPT, ModelArgs
 from .optim import Schedule, make_optimizer, set_lr
@@ -79,10 +80,8 @@ class Trainer:
         self._compile_proven: set[str] = set()
         self.timer = no_timer  # the benchmark swaps in a timer of the step's phases
 
+        check_world(cfg, world_size)
         accumulation = self.data_cfg.gradient_accumulation_steps
-        if accumulation % world_size:
-            raise RunError(f"gradient_accumulation_steps={accumulation} is not divisible by the "
-                           f"{world_size} processes; make it a multiple of {world_size}")
         self.micro_steps = accumulation // world_size
         self.tokens_per_iter = accumulation * self.data_cfg.batch_size * self.data_cfg.block_size
 
@@ -167,7 +166,7 @@ class Trainer:
         try:
             self.raw_model.load_state_dict(clean_state_dict(ckpt["model"]))
         except RuntimeError as e:
-            raise RunError(f"the weights in {path} do not fit the model ({str(e).splitlines()[0]}); "
+            raise RunError(f"the weights in {path} do not fit the model ({first_line(e)}); "
                            "use a checkpoint made with this model config") from None
         if init_from == "resume" or (own.exists() and path.resolve() == own.resolve()):
             self.load_state_dict(ckpt)
@@ -248,8 +247,8 @@ class Trainer:
         """The resolved config (flat JSON and explained) and the dataset's meta, into out_dir."""
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.json").write_text(dumps(self.cfg, "json"), encoding="utf-8")
-            (self.out_dir / "config.explain.txt").write_text(self.cfg.explain() + "\n", encoding="utf-8")
+            (self.out_dir / CONFIG_JSON).write_text(dumps(self.cfg, "json"), encoding="utf-8")
+            (self.out_dir / EXPLAIN_NAME).write_text(self.cfg.explain() + "\n", encoding="utf-8")
             source = self.dataset.path / META_JSON
             target = self.out_dir / META_JSON
             if source.is_file():
