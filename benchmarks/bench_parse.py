@@ -103,12 +103,12 @@ def large_config(lines: int) -> str:
 
 def with_python_tokenizer(fn):
     def run():
-        saved = resolve.scan
-        resolve.scan = _parser_py.scan
+        saved = resolve.read, resolve.type_values
+        resolve.read, resolve.type_values = _parser_py.read, _parser_py.type_values
         try:
             return fn()
         finally:
-            resolve.scan = saved
+            resolve.read, resolve.type_values = saved
     return run
 
 

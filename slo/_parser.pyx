@@ -6,10 +6,131 @@ names, same results, same errors on every input. Change both together.
 
 Characters are read from a UCS-4 copy of the text (``s``), so the inner
 loops are plain array reads; values are sliced from the ``str`` itself.
+Keys and directives of the schema come out as the schema's own ``str``
+objects (equal to the text, so results are the twin's): no new string to
+make, and every later dict lookup of them is a pointer comparison.
 """
+
+from cpython.object cimport PyObject
+from libc.stddef cimport wchar_t
+from libc.string cimport memchr
+
+from .schema import DIRECTIVES, KEY_SECTION, KEYS, SECTIONS
+
+cdef dict _KEY_SECTION = KEY_SECTION
+cdef frozenset _SECTIONS = frozenset(SECTIONS)
+
+cdef extern from "wchar.h":
+    const wchar_t* wmemchr(const wchar_t* s, wchar_t c, size_t n)
 
 cdef extern from "Python.h":
     void PyObject_GC_UnTrack(void* op)
+    Py_UCS4* PyUnicode_AsUCS4Copy(object text) except NULL
+    void PyMem_Free(void* p)
+    int PyUnicode_KIND(object text)
+    void* PyUnicode_DATA(object text)
+    int PyUnicode_1BYTE_KIND
+    Py_ssize_t PyUnicode_FindChar(object text, Py_UCS4 ch, Py_ssize_t start, Py_ssize_t end, int direction) except -2
+
+
+# ---- the schema's names, found without making a string -------------------
+
+cdef enum:
+    _SLOTS = 256  # a power of two, several times the number of keys
+
+cdef struct _Name:
+    PyObject* text  # the schema's str (kept alive by _NAMES); NULL: an empty slot
+    const Py_UCS4* chars
+    Py_ssize_t length
+
+cdef _Name _KEY_SLOTS[_SLOTS]
+cdef list _NAMES = []  # owners of the texts and character copies above
+
+
+cdef unsigned int _HASH_START = 2166136261u  # FNV-1a
+
+
+cdef inline unsigned int _hash_step(unsigned int h, Py_UCS4 c) noexcept:
+    return (h ^ <unsigned int> c) * 16777619u
+
+
+cdef inline unsigned int _hash(const Py_UCS4* s, Py_ssize_t start, Py_ssize_t end) noexcept:
+    cdef unsigned int h = _HASH_START
+    cdef Py_ssize_t i
+    for i in range(start, end):
+        h = _hash_step(h, s[i])
+    return h
+
+
+# Characters that end a key: blanks, newline, '=', quotes and a (continuation) backslash.
+cdef char _KEY_STOPS[128]
+for _c in " \t\r\f\v\n=\"'\\":
+    _KEY_STOPS[ord(_c)] = 1
+
+
+cdef _Name _name(str text):
+    cdef bytes wide = text.encode("utf-32-le")
+    _NAMES.append((text, wide))
+    cdef _Name name
+    name.text = <PyObject*> text
+    name.chars = <const Py_UCS4*> <const char*> wide
+    name.length = len(text)
+    return name
+
+
+cdef void _add_key(str key) except *:
+    cdef _Name name = _name(key)
+    cdef unsigned int slot = _hash(name.chars, 0, name.length) & (_SLOTS - 1)
+    while _KEY_SLOTS[slot].text != NULL:
+        slot = (slot + 1) & (_SLOTS - 1)
+    _KEY_SLOTS[slot] = name
+
+
+cdef object _known_key(const Py_UCS4* s, Py_ssize_t start, Py_ssize_t end, unsigned int h):
+    """The schema's str for the key s[start:end] (whose _hash is h), or None."""
+    cdef unsigned int slot = h & (_SLOTS - 1)
+    cdef Py_ssize_t i, length = end - start
+    while _KEY_SLOTS[slot].text != NULL:
+        if _KEY_SLOTS[slot].length == length:
+            i = 0
+            while i < length and _KEY_SLOTS[slot].chars[i] == s[start + i]:
+                i += 1
+            if i == length:
+                return <object> _KEY_SLOTS[slot].text
+        slot = (slot + 1) & (_SLOTS - 1)
+    return None
+
+
+cdef _Name _DIRECTIVE_NAMES[16]
+cdef Py_ssize_t _N_DIRECTIVES = 0
+
+
+cdef object _known_directive(const Py_UCS4* s, Py_ssize_t start, Py_ssize_t end):
+    """The schema's str for the directive s[start:end] in any case, or None."""
+    cdef Py_ssize_t d, i, length = end - start
+    cdef Py_UCS4 c
+    for d in range(_N_DIRECTIVES):
+        if _DIRECTIVE_NAMES[d].length != length:
+            continue
+        i = 0
+        while i < length:
+            c = s[start + i]
+            if u'a' <= c <= u'z':
+                c = <Py_UCS4> (<unsigned int> c - 32u)
+            if c != _DIRECTIVE_NAMES[d].chars[i]:
+                break
+            i += 1
+        if i == length:
+            return <object> _DIRECTIVE_NAMES[d].text
+    return None
+
+
+for _key in KEYS:
+    _add_key(_key)
+assert len(DIRECTIVES) <= 16
+for _directive in DIRECTIVES:
+    _DIRECTIVE_NAMES[_N_DIRECTIVES] = _name(_directive)
+    _N_DIRECTIVES += 1
 
 
 cdef inline tuple _untracked(tuple item):
@@ -58,6 +179,12 @@ cdef inline Py_ssize_t _skip_blanks(const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t
 
 
 cdef inline Py_ssize_t _end_of_line(const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t n) noexcept:
+    cdef const wchar_t* found
+    if sizeof(wchar_t) == sizeof(Py_UCS4):  # the C library's vectorized search (not on Windows)
+        if pos >= n:
+            return pos
+        found = wmemchr(<const wchar_t*> (s + pos), <wchar_t> 10, <size_t> (n - pos))
+        return n if found == NULL else <Py_ssize_t> (<const Py_UCS4*> found - s)
     while pos < n and s[pos] != u'\n':
         pos += 1
     return pos
@@ -189,19 +316,22 @@ cdef tuple _parse_pair(str text, const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t n,
     cdef Py_ssize_t start = pos, after, vpos, vend
     cdef int quote = 0
     cdef Py_UCS4 c
+    cdef unsigned int h = _HASH_START
     while pos < n:
         c = s[pos]
-        if _blank(c) or c == u'\n' or c == u'=' or c == u'"' or c == u"'":
-            break
-        if c == u'\\' and _is_continuation(s, pos, n):
-            break
+        if c < 128 and _KEY_STOPS[c]:
+            if c != u'\\' or _is_continuation(s, pos, n):
+                break
+        h = _hash_step(h, c)
         pos += 1
     if pos < n and s[pos] == u'=':
         if pos == start:
             raise _Error(pos, pos + 1, "Stray '=' with no key before it")
-        key = text[start:pos]
-        if not _is_name(s, start, pos):
-            raise _Error(start, pos, f"Invalid key {key!r}: a key is letters, digits and _, not starting with a digit")
+        key = _known_key(s, start, pos, h)
+        if key is None:
+            key = text[start:pos]
+            if not _is_name(s, start, pos):
+                raise _Error(start, pos, f"Invalid key {key!r}: a key is letters, digits and _, not starting with a digit")
         value = _parse_value(text, s, pos + 1, n, key, start, end, &quote)
         return _untracked((key, value, line, start - line_start + 1, pos - line_start + 2, end[0] - line_start + 1,
                            quote))
@@ -233,12 +363,35 @@ cdef tuple _parse_path(str text, const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t n,
 
 
 def scan(str text):
+    return _scan_text(text, None)
+
+
+def read(str text, path):
+    cdef _Index index = _Index(path)
+    errors = _scan_text(text, index)[1]
+    return index.bases, index.sets, index.env, index.problems, errors, index.entries, index.env_entries
+
+
+cdef inline bint _has_char(str text, Py_UCS4 c) except -1:
+    if PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND:  # most texts: the C library's search
+        return memchr(PyUnicode_DATA(text), <int> c, len(text)) != NULL
+    return PyUnicode_FindChar(text, c, 0, len(text), 1) >= 0
+
+
+cdef tuple _scan_text(str text, _Index index):
     if text[:1] == "\ufeff":
         text = text[1:]
-    if "\r\n" in text:
+    if _has_char(text, u'\r'):
         text = text.replace("\r\n", "\n")
-    cdef bytes wide = text.encode("utf-32-le", "surrogatepass")
-    cdef const Py_UCS4* s = <const Py_UCS4*> <const char*> wide
+    cdef Py_UCS4* s = PyUnicode_AsUCS4Copy(text)
+    try:
+        return _scan(text, s, index)
+    finally:
+        PyMem_Free(s)
+
+
+cdef tuple _scan(str text, const Py_UCS4* s, _Index index):
+    """(statements, errors) of text; with an index, statements go to it instead."""
     cdef list statements = []
     cdef list errors = []
     cdef list items
@@ -280,7 +433,9 @@ def scan(str text):
                 if eq < end and _is_name(s, start, eq):
                     raise _Error(start, end, f"Expected a directive (such as MODEL or DATA) before {word}")
                 raise _Error(start, max(end, start + 1), f"Expected a directive name, found {word!r}")
-            directive = text[start:pos].upper()
+            directive = _known_directive(s, start, pos)
+            if directive is None:
+                directive = text[start:pos].upper()
             is_from = directive == "FROM"
             items = []
             while True:
@@ -313,7 +468,10 @@ def scan(str text):
                 pos = end
             if is_from and not items:
                 raise _Error(start, start + 4, "FROM needs at least one path")
-            statements.append((directive, stmt_line, stmt_col, items))
+            if index is None:
+                statements.append((directive, stmt_line, stmt_col, items))
+            else:
+                index.add(directive, stmt_line, stmt_col, items)
         except _Error as e:
             if e.pos < line_start:  # a FROM with no path, found past a continuation: point at the FROM
                 line, line_start = stmt_line, stmt_line_start
@@ -331,29 +489,107 @@ from libc.math cimport isfinite
 
 cdef dict _BOOL_WORDS = {"True": True, "False": False, "true": True, "false": False}
 cdef frozenset _NONE_WORDS = frozenset(("None", "none", "null"))
+cdef object _NOT_TYPED = object()
 
 
-cdef bint _all_digits(str raw) noexcept:
+def type_values(dict entries, dict table, dict defaults):
+    cdef dict typed = {}
+    cdef list rest = [], refs = None
+    cdef tuple item
+    cdef str text
+    cdef Py_ssize_t n
+    for key, entry in entries.items():
+        item = <tuple> (<tuple> entry)[0]
+        raw = item[1]
+        if type(raw) is not str:
+            rest.append(key)
+            continue
+        text = <str> raw
+        n = len(text)
+        if item[6] != 2 and _has_char(text, u'$'):
+            rest.append(key)
+            if n > 3 and text[0] == u'$' and text[1] == u'{' and PyUnicode_FindChar(text, u'}', 2, n, 1) == n - 1:
+                if refs is None:
+                    refs = []
+                refs.append(key)
+            continue
+        value = _type_text(text, <tuple> table[key])
+        if value is _NOT_TYPED:
+            rest.append(key)
+        else:
+            typed[key] = value
+    if refs is not None:
+        for key in refs:
+            text = <str> (<tuple> (<tuple> entries[key])[0])[1]
+            ref = text[2:len(text) - 1]
+            if ref in typed:
+                value = typed[ref]
+            elif ref in table and ref not in entries:
+                value = defaults[ref]
+            else:
+                continue
+            value = _type_value(value, <tuple> table[key])
+            if value is not _NOT_TYPED:
+                typed[key] = value
+                rest.remove(key)
+    return typed, rest
+
+
+cdef object _type_text(str raw, tuple spec):
+    cdef Py_ssize_t i, n = len(raw)
     cdef Py_UCS4 c
-    if len(raw) == 0 or len(raw) > 18:
-        return False
-    for c in raw:
-        if c < u'0' or c > u'9':
-            return False
-    return True
+    cdef long long whole = 0
+    cdef double f
+    if spec[1] and raw in _NONE_WORDS:
+        return None
+    cdef int code = spec[0]
+    if code == 0:
+        if n == 0 or n > 18:
+            return _NOT_TYPED
+        for i in range(n):
+            c = raw[i]
+            if c < u'0' or c > u'9':
+                return _NOT_TYPED
+            whole = whole * 10 + (<long long> c - 48)
+        return whole if _in_range(<double> whole, spec) else _NOT_TYPED
+    if code == 1:
+        if n == 0:
+            return _NOT_TYPED
+        for c in raw:
+            if not ((u'0' <= c <= u'9') or c == u'.' or c == u'e' or c == u'E' or c == u'+' or c == u'-'):
+                return _NOT_TYPED
+        try:
+            f = float(raw)
+        except ValueError:
+            return _NOT_TYPED
+        return f if isfinite(f) and _in_range(f, spec) else _NOT_TYPED
+    if code == 2:
+        return _BOOL_WORDS.get(raw, _NOT_TYPED)
+    return _type_str(raw, spec)
 
 
-cdef bint _float_chars(str raw) noexcept:
-    cdef Py_UCS4 c
-    if len(raw) == 0:
-        return False
-    for c in raw:
-        if not ((u'0' <= c <= u'9') or c == u'.' or c == u'e' or c == u'E' or c == u'+' or c == u'-'):
-            return False
-    return True
+cdef object _type_str(str raw, tuple spec):
+    cdef int code = spec[0]
+    if (code == 3 or (code == 4 and raw in <frozenset> spec[6]) or (code == 5 and len(raw) > 0)
+            or (code == 6 and spec[6](raw) is not None)):
+        return raw
+    return _NOT_TYPED
 
 
-cdef bint _in_bounds(double value, tuple spec) except -1:
+cdef object _type_value(value, tuple spec):
+    if type(value) is str:
+        return _type_text(<str> value, spec)
+    if value is None:
+        return None if spec[1] else _NOT_TYPED
+    cdef int code = spec[0]
+    if (code == 0 and type(value) is int) or (code == 1 and type(value) is float):
+        return value if _in_range(<double> value, spec) else _NOT_TYPED
+    if code == 2 and type(value) is bool:
+        return value
+    return _NOT_TYPED
+
+
+cdef bint _in_range(double value, tuple spec) except -1:
     low = spec[2]
     high = spec[4]
     if low is not None and (value < <double> low or (spec[3] and value == <double> low)):
@@ -363,97 +599,55 @@ cdef bint _in_bounds(double value, tuple spec) except -1:
     return True
 
 
-def type_values(dict entries, dict table):
-    cdef dict typed = {}
-    cdef list rest = []
-    cdef tuple item, spec
-    cdef int code
-    cdef double f
-    for key, entry in entries.items():
-        item = <tuple> (<tuple> entry)[0]
-        raw = item[1]
-        spec = <tuple> table[key]
-        if type(raw) is not str or (item[6] != 2 and "$" in <str> raw):
-            rest.append(key)
-            continue
-        if spec[1] and raw in _NONE_WORDS:
-            typed[key] = None
-            continue
-        code = spec[0]
-        if code == 0:
-            if not _all_digits(raw):
-                rest.append(key)
-                continue
-            value = int(raw)
-            f = <double> value
-        elif code == 1:
-            if not _float_chars(raw):
-                rest.append(key)
-                continue
-            try:
-                value = float(raw)
-            except ValueError:
-                rest.append(key)
-                continue
-            f = value
-            if not isfinite(f):
-                rest.append(key)
-                continue
-        elif code == 2:
-            value = _BOOL_WORDS.get(raw)
-            if value is None:
-                rest.append(key)
-            else:
-                typed[key] = value
-            continue
-        elif code == 3 or (code == 4 and raw in <frozenset> spec[6]) or (code == 5 and len(<str> raw) > 0):
-            typed[key] = raw
-            continue
-        else:
-            rest.append(key)
-            continue
-        if _in_bounds(f, spec):
-            typed[key] = value
-        else:
-            rest.append(key)
-    return typed, rest
-
-
 # ---- sorting statements into assignments (see slo.resolve.read_config) ---
 
-def index_statements(list statements, dict key_section, sections):
-    cdef list bases = [], sets = [], env = [], problems = []
-    cdef set seen = set(), seen_env = set()
-    cdef bint others = False
-    cdef tuple statement, item
-    for statement in statements:
-        directive = statement[0]
+cdef class _Index:
+    """Statements sorted as they are scanned, as the twin's _index_statements and chain sort them."""
+
+    cdef list bases, sets, env, problems
+    cdef dict entries, env_entries
+    cdef object path
+    cdef bint others
+
+    def __cinit__(self, path):
+        self.path = path
+        self.bases, self.sets, self.env, self.problems = [], [], [], []
+        self.entries, self.env_entries = {}, {}
+        self.others = False
+
+    cdef void add(self, str directive, Py_ssize_t line, Py_ssize_t col, list items) except *:
+        cdef tuple item, statement = None
         if directive == "FROM":
-            if others:
-                problems.append(("late-from", statement, None))
+            if self.others:
+                self.problems.append(("late-from", (directive, line, col, items), None))
             else:
-                bases.extend(statement[3])
-            continue
-        others = True
+                self.bases.extend(items)
+            return
+        self.others = True
         if directive == "ENV":
-            for item in statement[3]:
-                if item[0] in seen_env:
-                    problems.append(("twice", statement, item))
-                seen_env.add(item[0])
-                env.append(item)
-        elif directive in sections:
-            for item in statement[3]:
+            for item in items:
                 key = item[0]
-                if key_section.get(key) != directive:
-                    problems.append(("key", statement, item))
+                below = self.env_entries.get(key)
+                if below is not None:
+                    statement = statement or (directive, line, col, items)
+                    self.problems.append(("twice", statement, item))
+                self.env_entries[key] = _untracked((item, self.path, below))
+                self.env.append(item)
+        elif directive in _SECTIONS:
+            for item in items:
+                key = item[0]
+                if _KEY_SECTION.get(key) != directive:
+                    statement = statement or (directive, line, col, items)
+                    self.problems.append(("key", statement, item))
                     continue
-                if key in seen:
-                    problems.append(("twice", statement, item))
-                seen.add(key)
-                sets.append(item)
+                below = self.entries.get(key)
+                if below is not None:
+                    statement = statement or (directive, line, col, items)
+                    self.problems.append(("twice", statement, item))
+                self.entries[key] = _untracked((item, self.path, below))
+                self.sets.append(item)
         else:
-            problems.append(("directive", statement, None))
-    return bases, sets, env, problems
+            self.problems.append(("directive", (directive, line, col, items), None))
 
 
 def chain(list items, path):

@@ -19,6 +19,8 @@ every input. ``slo.tokenizer`` picks one of them. Change both together.
 Columns are 1-based and count characters; ``end_col`` is one past the end.
 """
 
+from .schema import KEY_SECTION, SECTIONS
+
 BLANKS = " \t\r\f\v"
 _NAME_START = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_"
 _NAME_CHARS = _NAME_START + "0123456789"
@@ -294,72 +296,124 @@ def scan(text):
 _FLOAT_CHARS = frozenset("0123456789.eE+-")
 _BOOL_WORDS = {"True": True, "False": False, "true": True, "false": False}
 _NONE_WORDS = frozenset(("None", "none", "null"))
+_SECTIONS = frozenset(SECTIONS)
+_NOT_TYPED = object()
 
 
-def type_values(entries, table):
+def type_values(entries, table, defaults):
     """Typed values of the provenance entries that plain rules can type.
 
-    entries maps key -> (item, path, overridden); table is schema.FAST_TABLE.
-    Returns (typed, rest): rest lists the keys left to the schema's own
-    converters, in order: values to interpolate, values that are not plain
-    (TOML values, '1e6' for an int, '1_000', ...) and values out of range,
-    whose converter then explains the error.
+    entries maps key -> (item, path, overridden); table is schema.FAST_TABLE,
+    defaults schema.DEFAULTS. A value that is one ``${key}`` and nothing else
+    takes that key's value when it is typed here (or the key is not set) and
+    has the right type already. Returns (typed, rest): rest lists the keys
+    left to the schema's own converters and the resolver, in order: other
+    interpolations, values that are not plain (TOML values, '1e6' for an
+    int, '1_000', ...) and values out of range, whose converter then
+    explains the error.
     """
     typed = {}
     rest = []
+    refs = []
     for key, entry in entries.items():
         item = entry[0]
         raw = item[1]
-        spec = table[key]
-        if type(raw) is not str or (item[6] != 2 and "$" in raw):
+        if type(raw) is not str:
             rest.append(key)
             continue
-        if spec[1] and raw in _NONE_WORDS:
-            typed[key] = None
-            continue
-        code = spec[0]
-        if code == 0:
-            if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-                rest.append(key)
-                continue
-            value = int(raw)
-        elif code == 1:
-            if not raw or not _FLOAT_CHARS.issuperset(raw):
-                rest.append(key)
-                continue
-            try:
-                value = float(raw)
-            except ValueError:
-                rest.append(key)
-                continue
-            if value != value or value in (float("inf"), float("-inf")):
-                rest.append(key)
-                continue
-        elif code == 2:
-            value = _BOOL_WORDS.get(raw)
-            if value is None:
-                rest.append(key)
-            else:
-                typed[key] = value
-            continue
-        elif code == 3 or (code == 4 and raw in spec[6]) or (code == 5 and raw):
-            typed[key] = raw
-            continue
-        else:
+        if item[6] != 2 and "$" in raw:
             rest.append(key)
+            if raw[:2] == "${" and raw.find("}") == len(raw) - 1:
+                refs.append(key)
             continue
-        low, low_open, high, high_open = spec[2], spec[3], spec[4], spec[5]
-        if ((low is not None and (value < low or (low_open and value == low)))
-                or (high is not None and (value > high or (high_open and value == high)))):
+        value = _type_text(raw, table[key])
+        if value is _NOT_TYPED:
             rest.append(key)
         else:
             typed[key] = value
+    for key in refs:
+        ref = entries[key][0][1][2:-1]
+        if ref in typed:
+            value = typed[ref]
+        elif ref in table and ref not in entries:
+            value = defaults[ref]
+        else:
+            continue
+        value = _type_value(value, table[key])
+        if value is not _NOT_TYPED:
+            typed[key] = value
+            rest.remove(key)
     return typed, rest
+
+
+def _type_text(raw, spec):
+    """raw typed by spec, or _NOT_TYPED."""
+    if spec[1] and raw in _NONE_WORDS:
+        return None
+    code = spec[0]
+    if code == 0:
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+            return _NOT_TYPED
+        return _in_range(int(raw), spec)
+    if code == 1:
+        if not raw or not _FLOAT_CHARS.issuperset(raw):
+            return _NOT_TYPED
+        try:
+            value = float(raw)
+        except ValueError:
+            return _NOT_TYPED
+        if value != value or value in (float("inf"), float("-inf")):
+            return _NOT_TYPED
+        return _in_range(value, spec)
+    if code == 2:
+        return _BOOL_WORDS.get(raw, _NOT_TYPED)
+    return _type_str(raw, spec)
+
+
+def _type_str(raw, spec):
+    code = spec[0]
+    if (code == 3 or (code == 4 and raw in spec[6]) or (code == 5 and raw)
+            or (code == 6 and spec[6](raw) is not None)):
+        return raw
+    return _NOT_TYPED
+
+
+def _type_value(value, spec):
+    """Another key's typed value checked against spec (its type unchanged), or _NOT_TYPED."""
+    if type(value) is str:
+        return _type_text(value, spec)
+    if value is None:
+        return None if spec[1] else _NOT_TYPED
+    code = spec[0]
+    if (code == 0 and type(value) is int) or (code == 1 and type(value) is float):
+        return _in_range(value, spec)
+    if code == 2 and type(value) is bool:
+        return value
+    return _NOT_TYPED
+
+
+def _in_range(value, spec):
+    low, low_open, high, high_open = spec[2], spec[3], spec[4], spec[5]
+    if ((low is not None and (value < low or (low_open and value == low)))
+            or (high is not None and (value > high or (high_open and value == high)))):
+        return _NOT_TYPED
+    return value
 
 
 # ---- sorting statements into assignments (see slo.resolve.read_config) ---
 
-def index_statements(statements, key_section, sections):
+def read(text, path):
+    """A .config text sorted for the resolver: (bases, sets, env, problems, errors, entries, env_entries).
+
+    errors are scan's; then _index_statements's four; then the chains of
+    sets and of env from the file at path.
+    """
+    statements, errors = scan(text)
+    bases, sets, env, problems = _index_statements(statements, KEY_SECTION, _SECTIONS)
+    return bases, sets, env, problems, errors, chain(sets, path), chain(env, path)
+
+
+def _index_statements(statements, key_section, sections):
     """Sort scanned statements into FROM bases, assignments and problems.
 
     key_section maps each key to its directive; sections is the set of

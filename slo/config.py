@@ -59,12 +59,13 @@ class Config(Mapping):
     __slots__ = ("_values", "_env", "_provenance", "_sections", "warnings")
 
     def __init__(self, values: dict, env: dict, provenance: dict, warnings: list = ()):
-        object.__setattr__(self, "_values", values)
-        object.__setattr__(self, "_env", env)
+        # Set through the slots' own descriptors (__setattr__ refuses): object.__setattr__ is slower.
+        _set_values(self, values)
+        _set_env(self, env)
         # key (or "ENV.NAME") -> (item, path, previous entry or None); absent: default
-        object.__setattr__(self, "_provenance", provenance)
-        object.__setattr__(self, "_sections", {})
-        object.__setattr__(self, "warnings", list(warnings))
+        _set_provenance(self, provenance)
+        _set_sections(self, {})
+        _set_warnings(self, list(warnings))
 
     def __setattr__(self, name, value):
         raise AttributeError("Config is immutable; use slo.load(..., overrides=[...]) to change a value")
@@ -132,6 +133,10 @@ class Config(Mapping):
             for name, value in self._env.items():
                 lines.append(_explain_line(name, value, self.origin("ENV." + name), None))
         return "\n".join(lines)
+
+
+_set_values, _set_env, _set_provenance, _set_sections, _set_warnings = (
+    getattr(Config, name).__set__ for name in Config.__slots__)
 
 
 def _explain_line(key: str, value: str, origin: Origin, default_text: str | None) -> str:

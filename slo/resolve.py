@@ -19,22 +19,21 @@ from typing import Any, Callable, Iterable
 
 from .config import Config
 from .errors import ConfigError, Diagnostic
-from .schema import (CONVERT, DEFAULTS, DIRECTIVES, ENV_NAME, FAST_TABLE, KEY_SECTION, KEYS, RULES, SECTION_KEYS, SECTIONS,
+from .schema import (CONVERT, DEFAULTS, DIRECTIVES, ENV_NAME, FAST_TABLE, KEYS, RULES, SECTION_KEYS, SECTIONS,
                      format_value, suggest)
 from .tokenizer import chain as chain_entries
-from .tokenizer import index_statements, scan, type_values
+from .tokenizer import read, type_values
 
 MAX_DEPTH = 32
 CLI_PATH = "<command line>"
 STRING_PATH = "<string>"
 _FAILED = object()  # a value whose error is already reported
-SECTION_SET = frozenset(SECTION_KEYS)
 
 
 class Source:
     """One file, read: its bases, its assignments in order, and its problems."""
 
-    __slots__ = ("path", "text", "bases", "sets", "env", "errors", "warnings", "_lines")
+    __slots__ = ("path", "text", "bases", "sets", "env", "entries", "env_entries", "errors", "warnings", "_lines")
 
     def __init__(self, path: str, text: str):
         self.path = path
@@ -42,6 +41,8 @@ class Source:
         self.bases: list[tuple] = []  # (written path, line, col, end_col, quote)
         self.sets: list[tuple] = []
         self.env: list[tuple] = []
+        self.entries: dict | None = None  # chain_entries of sets and env, where the reader made them
+        self.env_entries: dict | None = None
         self.errors: list[Diagnostic] = []
         self.warnings: list[Diagnostic] = []
         self._lines: list[str] | None = None
@@ -84,10 +85,9 @@ class Source:
 def read_config(text: str, path: str) -> Source:
     """A .config text as a Source."""
     src = Source(path, text)
-    statements, errors = scan(text)
+    src.bases, src.sets, src.env, problems, errors, src.entries, src.env_entries = read(text, path)
     for line, col, end_col, message in errors:
         src.error(line, col, end_col, message)
-    src.bases, src.sets, src.env, problems = index_statements(statements, KEY_SECTION, SECTION_SET)
     for kind, (directive, line, col, _), item in problems:
         if kind == "late-from":
             src.error(line, col, col + 4, "FROM must come before every other directive")
@@ -225,13 +225,30 @@ class _Resolver:
         self.warnings.extend(src.warnings)
         return src
 
-    def resolve_source(self, src: Source, real_dir: str, chain: tuple) -> tuple[dict, dict]:
-        """Merged (values, env) provenance entries of src and its bases (computed once per file)."""
+    def resolve_source(self, src: Source, chain: tuple) -> tuple[dict, dict]:
+        """Merged (values, env) provenance entries of src and its bases (computed once per file).
+
+        chain: (real path, display path) of each file from the one named first down to src.
+        """
         done = self.resolved.get(chain[-1][0])
         if done is not None:
             return done
+        values = src.entries if src.entries is not None else chain_entries(src.sets, src.path)
+        env = src.env_entries if src.env_entries is not None else chain_entries(src.env, src.path)
+        if src.bases:
+            below, below_env = self.resolve_bases(src, chain)
+            if below or below_env:
+                _merge_into(below, values)
+                _merge_into(below_env, env)
+                values, env = below, below_env
+        self.resolved[chain[-1][0]] = values, env
+        return values, env
+
+    def resolve_bases(self, src: Source, chain: tuple) -> tuple[dict, dict]:
+        """The merged entries of src's FROM bases, in the order written."""
         values: dict = {}
         env: dict = {}
+        real_dir = os.path.dirname(chain[-1][0])
         display_dir = os.path.dirname(src.path) if src.path not in (STRING_PATH, CLI_PATH) else ""
         for item in src.bases:
             # Paths are not interpolated: the tokenizer's $$ for a quoted \$ is a plain $.
@@ -252,15 +269,9 @@ class _Resolver:
             base = self.read(display, real, (src, item))
             if base is None:
                 continue
-            bvalues, benv = self.resolve_source(base, os.path.dirname(real), chain + ((real, display),))
+            bvalues, benv = self.resolve_source(base, chain + ((real, display),))
             _merge_into(values, bvalues)
             _merge_into(env, benv)
-        if values or env:
-            _merge_into(values, chain_entries(src.sets, src.path))
-            _merge_into(env, chain_entries(src.env, src.path))
-        else:
-            values, env = chain_entries(src.sets, src.path), chain_entries(src.env, src.path)
-        self.resolved[chain[-1][0]] = values, env
         return values, env
 
     def _fail(self, src: Source, item: tuple, message: str) -> None:
@@ -271,9 +282,9 @@ class _Resolver:
     def finish(self, values: dict, env: dict) -> Config:
         self.entries = values
         self.env_entries = env
-        # Plain values are typed in one fast pass; the rest (interpolation, unusual
-        # spellings, errors) one by one, in value_of.
-        typed, rest = type_values(values, FAST_TABLE)
+        # Plain values (and plain ${key} references) are typed in one fast pass;
+        # the rest (interpolation, unusual spellings, errors) one by one, in value_of.
+        typed, rest = type_values(values, FAST_TABLE, DEFAULTS)
         self.typed: dict[str, Any] = typed
         self.env_final: dict[str, Any] = {}
         self.active: list[str] = []
@@ -283,21 +294,24 @@ class _Resolver:
         for name in env:
             if name not in self.env_final:
                 self.env_value(name)
-        final = dict(DEFAULTS)
+        final = DEFAULTS.copy()
         final.update(typed)
         failed = {k for k, v in typed.items() if v is _FAILED} if self.errors else ()
+        written = values.keys()
         for keys, check in RULES:
             # Defaults satisfy every rule, so a rule none of whose keys is set can't fail.
-            if values.keys().isdisjoint(keys) or (failed and not failed.isdisjoint(keys)):
+            if written.isdisjoint(keys) or (failed and not failed.isdisjoint(keys)):
                 continue
             message = check(final)
             if message:
                 self._rule_error(keys, message)
         if self.errors:
             raise ConfigError(_in_reading_order(self.errors))
-        provenance = dict(values)
-        for name, entry in env.items():
-            provenance["ENV." + name] = entry
+        provenance = values  # this resolver's own dict, not kept after this
+        if env:
+            provenance = dict(values)
+            for name, entry in env.items():
+                provenance["ENV." + name] = entry
         return Config(final, self.env_final, provenance, self.warnings)
 
     def _rule_error(self, keys: tuple, message: str) -> None:
@@ -469,13 +483,17 @@ def load_with_files(*paths, overrides: Iterable[str] = (), env=None, trust_py: b
     if not paths:
         raise ConfigError("No config file given")
     res = _Resolver(env, trust_py)
-    values: dict = {}
-    envs: dict = {}
+    layers = []
     for path in paths:
         display, real = _locate(path)
         src = res.read(display, real, None)
         if src is not None:
-            v, e = res.resolve_source(src, os.path.dirname(real), ((real, display),))
+            layers.append(res.resolve_source(src, ((real, display),)))
+    if len(layers) == 1:
+        values, envs = layers[0]
+    else:
+        values, envs = {}, {}
+        for v, e in layers:
             _merge_into(values, v)
             _merge_into(envs, e)
     return _finish(res, values, envs, overrides), list(res.sources)
@@ -484,12 +502,15 @@ def load_with_files(*paths, overrides: Iterable[str] = (), env=None, trust_py: b
 def loads(text: str, *, path: str | None = None, overrides: Iterable[str] = (), env=None) -> Config:
     """Resolve a .config text; FROM paths are relative to path's folder (or the current one)."""
     res = _Resolver(env)
-    display = STRING_PATH if path is None else str(path)
-    real = os.path.abspath(os.path.expanduser(display)) if path is not None else os.path.join(os.getcwd(), STRING_PATH)
+    if path is None:  # FROM paths are relative to the current folder, as is this "real" path
+        display = real = STRING_PATH
+    else:
+        display = str(path)
+        real = os.path.abspath(os.path.expanduser(display))
     src = res.sources[real] = read_config(text, display)
     res.errors.extend(src.errors)
     res.warnings.extend(src.warnings)
-    values, envs = res.resolve_source(src, os.path.dirname(real), ((real, display),))
+    values, envs = res.resolve_source(src, ((real, display),))
     return _finish(res, values, envs, overrides)
 
 

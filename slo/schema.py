@@ -331,20 +331,28 @@ CONVERT: dict[str, Callable[[Any], Any]] = {name: _converter(key) for name, key 
 KEY_SECTION: dict[str, str] = {name: key.section for name, key in KEYS.items()}
 
 # The fast typing table read by the tokenizer module's type_values (both twins):
-# key -> (code, optional, low, low_open, high, high_open, choices). Codes:
-FAST_INT, FAST_FLOAT, FAST_BOOL, FAST_STR, FAST_CHOICE, FAST_NONEMPTY, FAST_DEFER = range(7)
+# key -> (code, optional, low, low_open, high, high_open, check), where check is
+# the frozenset of choices for FAST_CHOICE, the pattern's fullmatch for FAST_PATTERN. Codes:
+FAST_INT, FAST_FLOAT, FAST_BOOL, FAST_STR, FAST_CHOICE, FAST_NONEMPTY, FAST_PATTERN = range(7)
 
 
 def _fast_spec(key: Key) -> tuple:
     low, low_open = (key.gt, True) if key.gt is not None else (key.ge, False)
     high, high_open = (key.lt, True) if key.lt is not None else (key.le, False)
+    check = None
     if key.type is str:
-        code = (FAST_CHOICE if key.choices else FAST_NONEMPTY if key.pattern == ".+"
-                else FAST_DEFER if key.pattern else FAST_STR)
+        if key.choices:
+            code, check = FAST_CHOICE, frozenset(key.choices)
+        elif key.pattern == ".+":
+            code = FAST_NONEMPTY
+        elif key.pattern:
+            code, check = FAST_PATTERN, re.compile(key.pattern, re.DOTALL).fullmatch
+        else:
+            code = FAST_STR
     else:
         code = {int: FAST_INT, float: FAST_FLOAT, bool: FAST_BOOL}[key.type]
     return (code, key.optional, None if low is None else float(low), low_open,
-            None if high is None else float(high), high_open, frozenset(key.choices) or None)
+            None if high is None else float(high), high_open, check)
 
 
 FAST_TABLE: dict[str, tuple] = {name: _fast_spec(key) for name, key in KEYS.items()}

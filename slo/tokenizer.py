@@ -1,4 +1,4 @@
-"""Picks the tokenizer (chain, index_statements, scan, type_values): the Cython extension, or its pure-Python twin.
+"""Picks the tokenizer (chain, read, scan, type_values): the Cython extension, or its pure-Python twin.
 
 ``SLO_NO_EXTENSIONS=1`` (read here and nowhere else) forces the twin; so does
 an extension that failed to import, which ``EXTENSION_LOADED`` reports so
@@ -14,17 +14,17 @@ from .errors import ConfigError, Diagnostic
 NO_EXTENSIONS = bool(os.environ.get("SLO_NO_EXTENSIONS"))
 
 if NO_EXTENSIONS:
-    from ._parser_py import chain, index_statements, scan, type_values
+    from ._parser_py import chain, read, scan, type_values
     EXTENSION_LOADED = False
 else:
     try:
-        from ._parser import chain, index_statements, scan, type_values  # type: ignore[no-redef]
+        from ._parser import chain, read, scan, type_values  # type: ignore[no-redef]
         EXTENSION_LOADED = True
     except ImportError:  # not built (e.g. a source checkout): the twin still works
-        from ._parser_py import chain, index_statements, scan, type_values
+        from ._parser_py import chain, read, scan, type_values
         EXTENSION_LOADED = False
 
-__all__ = ["scan", "index_statements", "chain", "type_values", "tokenize", "EXTENSION_LOADED", "NO_EXTENSIONS"]
+__all__ = ["scan", "read", "chain", "type_values", "tokenize", "EXTENSION_LOADED", "NO_EXTENSIONS"]
 
 
 def tokenize(text: str, path: str = "<string>") -> list[tuple]:

@@ -1,19 +1,15 @@
-"""The loading fast paths of the tokenizer module: both twins agree, and agree with the schema.
+"""The loading fast paths of the tokenizer module: read and type_values, by example, and the twins agree.
 
-type_values types plain values without the schema's converters; whatever
-it types must be exactly what the converter gives, and whatever it leaves
-must be left by both twins alike.
+test_properties checks type_values against the schema's converters, and a
+whole load with it against one without it.
 """
-
-import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slo import _parser_py
-from slo.resolve import SECTION_SET
-from slo.schema import CONVERT, FAST_TABLE, KEY_SECTION, KEYS
+from slo.schema import DEFAULTS, FAST_TABLE, KEYS
 
 try:
     from slo import _parser as _parser_c
@@ -22,49 +18,14 @@ except ImportError:  # test_tokenizer insists on the extension where it is expec
 
 needs_c = pytest.mark.skipif(_parser_c is None, reason="extension not built")
 
-plain_words = st.sampled_from([
-    "0", "1", "12", "-3", "+4", "007", "1_000", "1e3", "1e-3", "3000.0", "0.5", "1.", ".5", "nan", "inf", "-inf",
-    "1e999", "True", "false", "TRUE", "yes", "None", "none", "null", "", " 1", "cosine", "wsd", "auto", "cuda:0",
-    "bfloat16", "gloo", "x", "$", "${max_iters}", "a$$b", "99999999999999999999", "65535", "65536", "٣",
-])
-raw_values = st.one_of(plain_words, st.text(alphabet="0123456789.eE+-_ $", max_size=8), st.text(max_size=6))
-entries = st.dictionaries(
-    st.sampled_from(sorted(KEYS)),
-    st.tuples(raw_values, st.sampled_from([0, 1, 2])),
-    max_size=12,
-)
-
 
 def as_entries(d):
     return {k: ((k, raw, 1, 1, len(k) + 2, len(k) + 2 + len(raw), quote), "f.config", None) for k, (raw, quote) in d.items()}
 
 
-def same(a, b):
-    return type(a) is type(b) and (a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b)))
-
-
-@given(entries)
-@settings(max_examples=400)
-def test_type_values_agrees_with_the_schema(d):
-    typed, rest = _parser_py.type_values(as_entries(d), FAST_TABLE)
-    assert set(typed) | set(rest) == set(d) and not set(typed) & set(rest)
-    for key, value in typed.items():
-        assert same(value, CONVERT[key](d[key][0])), key
-
-
-@needs_c
-@given(entries)
-@settings(max_examples=400)
-def test_type_values_twins_agree(d):
-    py = _parser_py.type_values(as_entries(d), FAST_TABLE)
-    c = _parser_c.type_values(as_entries(d), FAST_TABLE)
-    assert py[1] == c[1]
-    assert py[0].keys() == c[0].keys() and all(same(py[0][k], c[0][k]) for k in py[0])
-
-
 def test_type_values_leaves_interpolation_and_odd_spellings():
     d = {"max_iters": ("1e3", 0), "lr_decay_iters": ("${max_iters}", 0), "out_dir": ("${x}", 2), "n_layer": ("0", 0)}
-    typed, rest = _parser_py.type_values(as_entries(d), FAST_TABLE)
+    typed, rest = _parser_py.type_values(as_entries(d), FAST_TABLE, DEFAULTS)
     assert typed == {"out_dir": "${x}"}  # single quotes: never interpolated
     assert rest == ["max_iters", "lr_decay_iters", "n_layer"]  # n_layer=0 is out of range
 
@@ -79,22 +40,33 @@ statement_text = st.lists(st.one_of(
 
 @needs_c
 @given(statement_text)
-def test_index_statements_twins_agree(text):
-    statements, _ = _parser_py.scan(text)
-    py = _parser_py.index_statements(statements, KEY_SECTION, SECTION_SET)
-    assert py == _parser_c.index_statements(statements, KEY_SECTION, SECTION_SET)
-    assert _parser_py.chain(py[1], "p") == _parser_c.chain(py[1], "p")
+def test_read_twins_agree(text):
+    assert _parser_py.read(text, "p") == _parser_c.read(text, "p")
+    sets = _parser_py.read(text, "p")[1]
+    assert _parser_py.chain(sets, "p") == _parser_c.chain(sets, "p")
 
 
-def test_index_statements_sorts_and_reports():
+def test_read_sorts_and_reports():
     text = "FROM base\nMODEL n_layer=2 batch_size=3 n_layer=4\nENV A=1 A=2\nFROM late\nNOPE x=1\n"
-    statements, _ = _parser_py.scan(text)
-    bases, sets, env, problems = _parser_py.index_statements(statements, KEY_SECTION, SECTION_SET)
+    bases, sets, env, problems, errors, entries, env_entries = _parser_py.read(text, "f")
     assert [b[0] for b in bases] == ["base"]
     assert [(i[0], i[1]) for i in sets] == [("n_layer", "2"), ("n_layer", "4")]
     assert [(i[0], i[1]) for i in env] == [("A", "1"), ("A", "2")]
     assert [(kind, s[0], i and i[0]) for kind, s, i in problems] == [
         ("key", "MODEL", "batch_size"), ("twice", "MODEL", "n_layer"), ("twice", "ENV", "A"),
         ("late-from", "FROM", None), ("directive", "NOPE", None)]
-    entries = _parser_py.chain(sets, "f")
+    assert errors == []
+    assert entries == _parser_py.chain(sets, "f") and env_entries == _parser_py.chain(env, "f")
     assert entries["n_layer"][0][1] == "4" and entries["n_layer"][2][0][1] == "2"
+    assert entries["n_layer"][1] == "f" and entries["n_layer"][2][2] is None
+
+
+def test_type_values_takes_plain_references():
+    d = {"max_iters": ("5000", 0), "lr_decay_iters": ("${max_iters}", 0), "warmup_iters": ("${eval_iters}", 0),
+         "min_lr": ("${max_iters}", 0), "beta1": ("${rope_theta}", 0), "out_dir": ("${n_layer}", 0),
+         "dataset": ("${env:DATA}", 0), "seed": ("${nope}", 0)}
+    typed, rest = _parser_py.type_values(as_entries(d), FAST_TABLE, DEFAULTS)
+    # set and typed, or not set: its default; both already of the key's type
+    assert typed == {"max_iters": 5000, "lr_decay_iters": 5000, "warmup_iters": 200}
+    # an int for a float, out of range, an int for a str, the environment, no such key: the resolver's work
+    assert rest == ["min_lr", "beta1", "out_dir", "dataset", "seed"]
