@@ -12,10 +12,11 @@ make, and every later dict lookup of them is a pointer comparison.
 """
 
 from cpython.object cimport PyObject
+from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stddef cimport wchar_t
 from libc.string cimport memchr
 
-from .schema import DIRECTIVES, KEY_SECTION, KEYS, SECTIONS
+from .schema import DEFAULTS, DIRECTIVES, FAST_TABLE, KEY_SECTION, KEYS, SECTIONS
 
 cdef dict _KEY_SECTION = KEY_SECTION
 cdef frozenset _SECTIONS = frozenset(SECTIONS)
@@ -62,10 +63,16 @@ cdef inline unsigned int _hash(const Py_UCS4* s, Py_ssize_t start, Py_ssize_t en
     return h
 
 
-# Characters that end a key: blanks, newline, '=', quotes and a (continuation) backslash.
-cdef char _KEY_STOPS[128]
-for _c in " \t\r\f\v\n=\"'\\":
-    _KEY_STOPS[ord(_c)] = 1
+# Characters that may end a bare word (blanks, newline, quotes, a continuation
+# backslash), and '=' that also ends a key: the inner loops test one table entry.
+cdef enum:
+    _ENDS_WORD = 1
+    _ENDS_KEY = 2
+
+cdef char _STOPS[128]
+for _c in " \t\r\f\v\n\"'\\":
+    _STOPS[ord(_c)] = _ENDS_WORD | _ENDS_KEY
+_STOPS[ord("=")] = _ENDS_KEY
 
 
 cdef _Name _name(str text):
@@ -125,6 +132,11 @@ cdef object _known_directive(const Py_UCS4* s, Py_ssize_t start, Py_ssize_t end)
     return None
 
 
+# Directives come out as these objects (see _known_directive), so `is` compares them.
+cdef str _FROM = DIRECTIVES[0]
+cdef str _ENV = DIRECTIVES[len(DIRECTIVES) - 1]
+assert _FROM == "FROM" and _ENV == "ENV"
+
 for _key in KEYS:
     _add_key(_key)
 assert len(DIRECTIVES) <= 16
@@ -138,6 +150,15 @@ cdef inline tuple _untracked(tuple item):
     (as CPython itself does for such tuples, but at once): a long file makes many."""
     PyObject_GC_UnTrack(<void*> item)
     return item
+
+
+cdef tuple _INTS = tuple(range(1024))  # the ints of most positions, made once
+
+
+cdef inline object _int(Py_ssize_t value):
+    if <size_t> value < 1024:
+        return <object> PyTuple_GET_ITEM(_INTS, value)
+    return value
 
 
 cdef dict _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "$": "$$"}
@@ -224,12 +245,11 @@ cdef Py_ssize_t _word_end(const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t n) except
     cdef Py_UCS4 c
     while pos < n:
         c = s[pos]
-        if _blank(c) or c == u'\n':
-            break
-        if c == u'"' or c == u"'":
-            raise _Error(pos, pos + 1, "Unexpected quote inside a bare value; quote the whole value instead")
-        if c == u'\\' and _is_continuation(s, pos, n):
-            break
+        if c < 128 and _STOPS[c] & _ENDS_WORD:
+            if c == u'"' or c == u"'":
+                raise _Error(pos, pos + 1, "Unexpected quote inside a bare value; quote the whole value instead")
+            if c != u'\\' or _is_continuation(s, pos, n):
+                break
         pos += 1
     return pos
 
@@ -319,7 +339,7 @@ cdef tuple _parse_pair(str text, const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t n,
     cdef unsigned int h = _HASH_START
     while pos < n:
         c = s[pos]
-        if c < 128 and _KEY_STOPS[c]:
+        if c < 128 and _STOPS[c] & _ENDS_KEY:
             if c != u'\\' or _is_continuation(s, pos, n):
                 break
         h = _hash_step(h, c)
@@ -333,8 +353,8 @@ cdef tuple _parse_pair(str text, const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t n,
             if not _is_name(s, start, pos):
                 raise _Error(start, pos, f"Invalid key {key!r}: a key is letters, digits and _, not starting with a digit")
         value = _parse_value(text, s, pos + 1, n, key, start, end, &quote)
-        return _untracked((key, value, line, start - line_start + 1, pos - line_start + 2, end[0] - line_start + 1,
-                           quote))
+        return _untracked((key, value, _int(line), _int(start - line_start + 1), _int(pos - line_start + 2),
+                           _int(end[0] - line_start + 1), _int(quote)))
     if pos == start:
         raise _Error(start, start + 1, "Expected key=value, found a quoted string")
     key = text[start:pos]
@@ -359,7 +379,7 @@ cdef tuple _parse_path(str text, const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t n,
     else:
         end[0] = _word_end(s, pos, n)
         value = text[pos:end[0]]
-    return _untracked((value, line, pos - line_start + 1, end[0] - line_start + 1, quote))
+    return _untracked((value, _int(line), _int(pos - line_start + 1), _int(end[0] - line_start + 1), _int(quote)))
 
 
 def scan(str text):
@@ -436,7 +456,7 @@ cdef tuple _scan(str text, const Py_UCS4* s, _Index index):
             directive = _known_directive(s, start, pos)
             if directive is None:
                 directive = text[start:pos].upper()
-            is_from = directive == "FROM"
+            is_from = directive is _FROM
             items = []
             while True:
                 pos = _skip_blanks(s, pos, n)
@@ -492,8 +512,44 @@ cdef frozenset _NONE_WORDS = frozenset(("None", "none", "null"))
 cdef object _NOT_TYPED = object()
 
 
-def type_values(dict entries, dict table, dict defaults):
-    cdef dict typed = {}
+# The schema's typing specs by the address of the schema's key str, which read gives
+# every known key: found without hashing the key or a dict lookup.
+cdef struct _Spec:
+    PyObject* key
+    PyObject* spec
+
+cdef _Spec _SPECS[_SLOTS]
+cdef dict _DEFAULTS = DEFAULTS
+cdef dict _FAST_TABLE = FAST_TABLE
+
+
+cdef inline unsigned int _address_slot(PyObject* key) noexcept:
+    return <unsigned int> ((<size_t> key) >> 4) & (_SLOTS - 1)
+
+
+cdef void _add_spec(str key, tuple spec) noexcept:
+    cdef unsigned int slot = _address_slot(<PyObject*> key)
+    while _SPECS[slot].key != NULL:
+        slot = (slot + 1) & (_SLOTS - 1)
+    _SPECS[slot].key = <PyObject*> key
+    _SPECS[slot].spec = <PyObject*> spec  # FAST_TABLE keeps it alive
+
+
+cdef tuple _spec_of(key):
+    cdef unsigned int slot = _address_slot(<PyObject*> key)
+    while _SPECS[slot].key != NULL:
+        if _SPECS[slot].key == <PyObject*> key:
+            return <tuple> _SPECS[slot].spec
+        slot = (slot + 1) & (_SLOTS - 1)
+    return <tuple> _FAST_TABLE[key]  # an equal key from another reader
+
+
+for _key, _spec in FAST_TABLE.items():  # the same str objects as KEYS', which _known_key gives
+    _add_spec(_key, _spec)
+
+
+def type_values(dict entries):
+    cdef dict final = _DEFAULTS.copy()
     cdef list rest = [], refs = None
     cdef tuple item
     cdef str text
@@ -513,26 +569,22 @@ def type_values(dict entries, dict table, dict defaults):
                     refs = []
                 refs.append(key)
             continue
-        value = _type_text(text, <tuple> table[key])
+        value = _type_text(text, _spec_of(key))
         if value is _NOT_TYPED:
             rest.append(key)
         else:
-            typed[key] = value
+            final[key] = value
     if refs is not None:
         for key in refs:
             text = <str> (<tuple> (<tuple> entries[key])[0])[1]
             ref = text[2:len(text) - 1]
-            if ref in typed:
-                value = typed[ref]
-            elif ref in table and ref not in entries:
-                value = defaults[ref]
-            else:
+            if ref not in _FAST_TABLE or ref in rest:
                 continue
-            value = _type_value(value, <tuple> table[key])
+            value = _type_value(final[ref], _spec_of(key))
             if value is not _NOT_TYPED:
-                typed[key] = value
+                final[key] = value
                 rest.remove(key)
-    return typed, rest
+    return final, rest
 
 
 cdef object _type_text(str raw, tuple spec):
@@ -617,14 +669,14 @@ cdef class _Index:
 
     cdef void add(self, str directive, Py_ssize_t line, Py_ssize_t col, list items) except *:
         cdef tuple item, statement = None
-        if directive == "FROM":
+        if directive is _FROM:
             if self.others:
                 self.problems.append(("late-from", (directive, line, col, items), None))
             else:
                 self.bases.extend(items)
             return
         self.others = True
-        if directive == "ENV":
+        if directive is _ENV:
             for item in items:
                 key = item[0]
                 below = self.env_entries.get(key)
@@ -636,7 +688,8 @@ cdef class _Index:
         elif directive in _SECTIONS:
             for item in items:
                 key = item[0]
-                if _KEY_SECTION.get(key) != directive:
+                section = _KEY_SECTION.get(key)
+                if section is not directive and section != directive:
                     statement = statement or (directive, line, col, items)
                     self.problems.append(("key", statement, item))
                     continue

@@ -19,7 +19,7 @@ every input. ``slo.tokenizer`` picks one of them. Change both together.
 Columns are 1-based and count characters; ``end_col`` is one past the end.
 """
 
-from .schema import KEY_SECTION, SECTIONS
+from .schema import DEFAULTS, FAST_TABLE, KEY_SECTION, SECTIONS
 
 BLANKS = " \t\r\f\v"
 _NAME_START = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_"
@@ -300,19 +300,20 @@ _SECTIONS = frozenset(SECTIONS)
 _NOT_TYPED = object()
 
 
-def type_values(entries, table, defaults):
-    """Typed values of the provenance entries that plain rules can type.
+def type_values(entries):
+    """The final values of every key, as far as plain rules can type them.
 
-    entries maps key -> (item, path, overridden); table is schema.FAST_TABLE,
-    defaults schema.DEFAULTS. A value that is one ``${key}`` and nothing else
-    takes that key's value when it is typed here (or the key is not set) and
-    has the right type already. Returns (typed, rest): rest lists the keys
-    left to the schema's own converters and the resolver, in order: other
-    interpolations, values that are not plain (TOML values, '1e6' for an
-    int, '1_000', ...) and values out of range, whose converter then
-    explains the error.
+    entries maps key -> (item, path, overridden), the rules are the schema's
+    FAST_TABLE. Returns (final, rest): final is the schema's DEFAULTS with
+    each typed value written over its key's; rest lists the keys left, in
+    order, to the schema's own converters and the resolver (final still holds
+    their defaults): interpolations, values that are not plain (TOML values,
+    '1e6' for an int, '1_000', ...) and values out of range, whose converter
+    then explains the error. A value that is one ``${key}`` and nothing else
+    takes that key's final value when that is typed here (or is the default)
+    and of the right type already.
     """
-    typed = {}
+    final = DEFAULTS.copy()
     rest = []
     refs = []
     for key, entry in entries.items():
@@ -326,24 +327,20 @@ def type_values(entries, table, defaults):
             if raw[:2] == "${" and raw.find("}") == len(raw) - 1:
                 refs.append(key)
             continue
-        value = _type_text(raw, table[key])
+        value = _type_text(raw, FAST_TABLE[key])
         if value is _NOT_TYPED:
             rest.append(key)
         else:
-            typed[key] = value
+            final[key] = value
     for key in refs:
         ref = entries[key][0][1][2:-1]
-        if ref in typed:
-            value = typed[ref]
-        elif ref in table and ref not in entries:
-            value = defaults[ref]
-        else:
+        if ref not in FAST_TABLE or ref in rest:
             continue
-        value = _type_value(value, table[key])
+        value = _type_value(final[ref], FAST_TABLE[key])
         if value is not _NOT_TYPED:
-            typed[key] = value
+            final[key] = value
             rest.remove(key)
-    return typed, rest
+    return final, rest
 
 
 def _type_text(raw, spec):

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 
 from .config import Config
 from .errors import ConfigError, Diagnostic
-from .schema import (CONVERT, DEFAULTS, DIRECTIVES, ENV_NAME, FAST_TABLE, KEYS, RULES, SECTION_KEYS, SECTIONS,
+from .schema import (CONVERT, DIRECTIVES, ENV_NAME, KEYS, RULES, SECTION_KEYS, SECTIONS,
                      format_value, suggest)
 from .tokenizer import chain as chain_entries
 from .tokenizer import read, type_values
@@ -200,8 +200,8 @@ class _Resolver:
                        " use .config, .toml or .py")
         else:
             try:
-                with open(real, "rb") as f:
-                    data = f.read()
+                with open(real, "rb", buffering=0) as f:  # one read of the whole file: no buffer
+                    data = f.readall()
                 text = data.decode("utf-8")
             except FileNotFoundError:
                 problem = f"Config file not found: {display}"
@@ -284,23 +284,22 @@ class _Resolver:
         self.env_entries = env
         # Plain values (and plain ${key} references) are typed in one fast pass;
         # the rest (interpolation, unusual spellings, errors) one by one, in value_of.
-        typed, rest = type_values(values, FAST_TABLE, DEFAULTS)
-        self.typed: dict[str, Any] = typed
+        final, rest = type_values(values)
+        self.final: dict[str, Any] = final
         self.env_final: dict[str, Any] = {}
-        self.active: list[str] = []
-        for key in rest:
-            if key not in typed:
-                self.value_of(key)
-        for name in env:
-            if name not in self.env_final:
-                self.env_value(name)
-        final = DEFAULTS.copy()
-        final.update(typed)
-        failed = {k for k, v in typed.items() if v is _FAILED} if self.errors else ()
-        written = values.keys()
+        if rest or env:
+            self.pending = set(rest)  # keys whose value in final is still the default
+            self.active: list[str] = []  # the keys and env:NAMEs being interpolated
+            for key in rest:
+                if key in self.pending:
+                    self.value_of(key)
+            for name in env:
+                if name not in self.env_final:
+                    self.env_value(name)
+        failed = {k for k in rest if final[k] is _FAILED} if self.errors else ()
         for keys, check in RULES:
-            # Defaults satisfy every rule, so a rule none of whose keys is set can't fail.
-            if written.isdisjoint(keys) or (failed and not failed.isdisjoint(keys)):
+            # The defaults satisfy every rule, so checking them all costs less than picking.
+            if failed and not failed.isdisjoint(keys):
                 continue
             message = check(final)
             if message:
@@ -340,12 +339,9 @@ class _Resolver:
 
     def value_of(self, key: str) -> Any:
         """The final typed value of a schema key (_FAILED once its error is reported)."""
-        if key in self.typed:
-            return self.typed[key]
-        entry = self.entries.get(key)
-        if entry is None:
-            return DEFAULTS[key]
-        item, path, _ = entry
+        if key not in self.pending:
+            return self.final[key]
+        item, path, _ = self.entries[key]
         raw = item[1]
         if key in self.active:
             cycle = self.active[self.active.index(key):] + [key]
@@ -367,7 +363,8 @@ class _Resolver:
             except ValueError as e:
                 self._error_at(item, path, str(e))
                 result = _FAILED
-        self.typed[key] = result
+        self.final[key] = result
+        self.pending.discard(key)
         return result
 
     def env_value(self, name: str) -> Any:
@@ -502,12 +499,12 @@ def load_with_files(*paths, overrides: Iterable[str] = (), env=None, trust_py: b
 def loads(text: str, *, path: str | None = None, overrides: Iterable[str] = (), env=None) -> Config:
     """Resolve a .config text; FROM paths are relative to path's folder (or the current one)."""
     res = _Resolver(env)
-    if path is None:  # FROM paths are relative to the current folder, as is this "real" path
-        display = real = STRING_PATH
-    else:
-        display = str(path)
-        real = os.path.abspath(os.path.expanduser(display))
-    src = res.sources[real] = read_config(text, display)
+    display = STRING_PATH if path is None else str(path)
+    src = read_config(text, display)
+    # The real path matters to FROM only: the folder of the bases, and cycles back to
+    # this text. Without a path, "<string>" makes them relative to the current folder.
+    real = os.path.abspath(os.path.expanduser(display)) if path is not None and src.bases else display
+    res.sources[real] = src
     res.errors.extend(src.errors)
     res.warnings.extend(src.warnings)
     values, envs = res.resolve_source(src, ((real, display),))

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slo import _parser_py
-from slo.schema import DEFAULTS, FAST_TABLE, KEYS
+from slo.schema import DEFAULTS, KEYS
 
 try:
     from slo import _parser as _parser_c
@@ -23,9 +23,17 @@ def as_entries(d):
     return {k: ((k, raw, 1, 1, len(k) + 2, len(k) + 2 + len(raw), quote), "f.config", None) for k, (raw, quote) in d.items()}
 
 
+def type_values(d):
+    """type_values's typed keys, and its rest; the other keys keep their defaults."""
+    final, rest = _parser_py.type_values(as_entries(d))
+    assert final.keys() == DEFAULTS.keys()
+    assert all(final[k] == DEFAULTS[k] for k in DEFAULTS if k not in d or k in rest)
+    return {k: final[k] for k in d if k not in rest}, rest
+
+
 def test_type_values_leaves_interpolation_and_odd_spellings():
     d = {"max_iters": ("1e3", 0), "lr_decay_iters": ("${max_iters}", 0), "out_dir": ("${x}", 2), "n_layer": ("0", 0)}
-    typed, rest = _parser_py.type_values(as_entries(d), FAST_TABLE, DEFAULTS)
+    typed, rest = type_values(d)
     assert typed == {"out_dir": "${x}"}  # single quotes: never interpolated
     assert rest == ["max_iters", "lr_decay_iters", "n_layer"]  # n_layer=0 is out of range
 
@@ -65,7 +73,7 @@ def test_type_values_takes_plain_references():
     d = {"max_iters": ("5000", 0), "lr_decay_iters": ("${max_iters}", 0), "warmup_iters": ("${eval_iters}", 0),
          "min_lr": ("${max_iters}", 0), "beta1": ("${rope_theta}", 0), "out_dir": ("${n_layer}", 0),
          "dataset": ("${env:DATA}", 0), "seed": ("${nope}", 0)}
-    typed, rest = _parser_py.type_values(as_entries(d), FAST_TABLE, DEFAULTS)
+    typed, rest = type_values(d)
     # set and typed, or not set: its default; both already of the key's type
     assert typed == {"max_iters": 5000, "lr_decay_iters": 5000, "warmup_iters": 200}
     # an int for a float, out of range, an int for a str, the environment, no such key: the resolver's work

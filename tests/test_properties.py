@@ -99,14 +99,17 @@ def plain_entries(draw):
 @given(plain_entries())
 def test_fast_typing_agrees_with_the_schema(entries):
     """type_values (both twins) types a value only as the key's own converter would."""
-    from slo.schema import CONVERT, DEFAULTS, FAST_TABLE
+    from slo.schema import CONVERT
     twins = [importlib.import_module("slo._parser_py")]
     if not slo.tokenizer.NO_EXTENSIONS:
         twins.append(importlib.import_module("slo._parser"))
     results = []
     for twin in twins:
-        typed, rest = twin.type_values(entries, FAST_TABLE, DEFAULTS)
-        assert set(typed).isdisjoint(rest) and set(typed) | set(rest) == set(entries)
+        final, rest = twin.type_values(entries)
+        assert set(rest) <= set(entries) and final.keys() == DEFAULTS.keys()
+        assert _typed({k: final[k] for k in DEFAULTS if k not in entries or k in rest}) == _typed(
+            {k: DEFAULTS[k] for k in DEFAULTS if k not in entries or k in rest})
+        typed = {k: final[k] for k in entries if k not in rest}
         for key, value in typed.items():
             raw = entries[key][0][1]
             if "$" not in raw or entries[key][0][6] == 2:  # a ${key} reference: see the next test
@@ -144,7 +147,7 @@ def test_fast_typing_never_changes_a_load(text):
 
     fast = load()
     real = resolve.type_values
-    resolve.type_values = lambda entries, table, defaults: ({}, list(entries))
+    resolve.type_values = lambda entries: (dict(DEFAULTS), list(entries))  # every key to the converters
     try:
         assert load() == fast
     finally:
