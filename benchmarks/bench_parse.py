@@ -10,7 +10,7 @@ while a round runs (as timeit does), of:
   tokenize (py)     slo._parser_py.scan
   loads (c)         slo.loads of the file's text: tokenize, resolve FROM, interpolate, type, validate
   load (c)          slo.load of the path: the same, with reading the file
-  load (py)         the same with the Python tokenizer
+  load (py)         the same with the Python twin (read and type_values)
   tomllib.loads     the same config written as TOML (its explicitly set values)
   json.loads        the same values as flat JSON
 """

@@ -52,10 +52,11 @@ def test_extension_loaded_unless_disabled():
 
 def test_twins_share_names():
     py = importlib.import_module("slo._parser_py")
-    assert callable(py.scan)
+    names = [n for n in slo.tokenizer.__all__ if n not in ("tokenize", "EXTENSION_LOADED", "NO_EXTENSIONS")]
+    assert names == ["scan", "read", "chain", "type_values"] and all(callable(getattr(py, n)) for n in names)
     if not slo.tokenizer.NO_EXTENSIONS:
         c = importlib.import_module("slo._parser")
-        assert c.scan.__name__ == py.scan.__name__ == "scan"
+        assert all(getattr(c, n).__name__ == getattr(py, n).__name__ == n for n in names)
 
 
 # ---- statements, items, positions --------------------------------------
