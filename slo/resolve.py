@@ -501,9 +501,10 @@ def loads(text: str, *, path: str | None = None, overrides: Iterable[str] = (), 
     res = _Resolver(env)
     display = STRING_PATH if path is None else str(path)
     src = read_config(text, display)
-    # The real path matters to FROM only: the folder of the bases, and cycles back to
-    # this text. Without a path, "<string>" makes them relative to the current folder.
-    real = os.path.abspath(os.path.expanduser(display)) if path is not None and src.bases else display
+    real = display  # the real path matters to FROM only: the bases' folder, and cycles back here
+    if src.bases:
+        real = (os.path.abspath(os.path.expanduser(display)) if path is not None
+                else os.path.join(os.getcwd(), STRING_PATH))
     res.sources[real] = src
     res.errors.extend(src.errors)
     res.warnings.extend(src.warnings)

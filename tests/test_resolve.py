@@ -347,6 +347,19 @@ def test_from_in_a_string_is_relative_to_its_path(write, tmp_path, monkeypatch):
     assert loads("FROM base.config")["n_layer"] == 7
 
 
+def test_one_file_named_two_ways_in_a_string_is_read_once(write, tmp_path, monkeypatch):
+    write("sub/b.config", "MODEL n_layer=2\nMODEL n_layer=3\n")
+    write("sub/c.config", "FROM ../sub/c.config\n")
+    monkeypatch.chdir(tmp_path / "sub")
+    cfg = loads(f"FROM b.config ../sub/b.config {tmp_path / 'sub' / 'b.config'}")
+    assert [str(o) for o in cfg.origin("n_layer").chain()] == ["b.config:2:15", "b.config:1:15"]
+    assert len(cfg.warnings) == 1
+    with pytest.raises(ConfigError) as info:
+        loads("FROM c.config")
+    assert [d.render().splitlines()[0] for d in info.value.errors] == [
+        "c.config:1:6: error: FROM cycle: c.config -> ../sub/c.config"]
+
+
 def test_from_expands_the_home_folder(write, tmp_path, monkeypatch):
     write("home/mine.config", "MODEL n_layer=9\n")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
