@@ -668,7 +668,7 @@ cdef class _Index:
         self.others = False
 
     cdef void add(self, str directive, Py_ssize_t line, Py_ssize_t col, list items) except *:
-        cdef tuple item, statement = None
+        cdef tuple item
         if directive is _FROM:
             if self.others:
                 self.problems.append(("late-from", (directive, line, col, items), None))
@@ -678,29 +678,26 @@ cdef class _Index:
         self.others = True
         if directive is _ENV:
             for item in items:
-                key = item[0]
-                below = self.env_entries.get(key)
-                if below is not None:
-                    statement = statement or (directive, line, col, items)
-                    self.problems.append(("twice", statement, item))
-                self.env_entries[key] = _untracked((item, self.path, below))
-                self.env.append(item)
+                self.keep(self.env_entries, self.env, item, directive, line, col, items)
         elif directive in _SECTIONS:
             for item in items:
-                key = item[0]
-                section = _KEY_SECTION.get(key)
+                section = _KEY_SECTION.get(item[0])
                 if section is not directive and section != directive:
-                    statement = statement or (directive, line, col, items)
-                    self.problems.append(("key", statement, item))
-                    continue
-                below = self.entries.get(key)
-                if below is not None:
-                    statement = statement or (directive, line, col, items)
-                    self.problems.append(("twice", statement, item))
-                self.entries[key] = _untracked((item, self.path, below))
-                self.sets.append(item)
+                    self.problems.append(("key", (directive, line, col, items), item))
+                else:
+                    self.keep(self.entries, self.sets, item, directive, line, col, items)
         else:
             self.problems.append(("directive", (directive, line, col, items), None))
+
+    cdef void keep(self, dict entries, list kept, tuple item, str directive, Py_ssize_t line, Py_ssize_t col,
+                   list items) except *:
+        """Keeps item, its provenance entry over the one it overrides; a name set again is a "twice" problem."""
+        key = item[0]
+        below = entries.get(key)
+        if below is not None:
+            self.problems.append(("twice", (directive, line, col, items), item))
+        entries[key] = _untracked((item, self.path, below))
+        kept.append(item)
 
 
 def chain(list items, path):
