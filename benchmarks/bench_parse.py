@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import slo  # noqa: E402
 from slo import _parser_py, resolve  # noqa: E402
-from slo.schema import KEYS, SECTION_KEYS  # noqa: E402
+from slo.schema import SECTION_KEYS  # noqa: E402
 from slo.tokenizer import EXTENSION_LOADED  # noqa: E402
 
 

@@ -10,29 +10,15 @@ import argparse
 import os
 import sys
 
+from .command import EXIT_CONFIG_ERROR, EXIT_INTERRUPTED, EXIT_RUN_ERROR, print_warnings, report_config_error, split_overrides
 from .errors import ConfigError, RunError
-
-EXIT_CONFIG_ERROR = 2
-
-
-def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
-    """(files, --key=value overrides) from the unparsed arguments."""
-    files, overrides = [], []
-    for a in args:
-        (overrides if a.startswith("--") else files).append(a)
-    return files, overrides
-
-
-def _print_warnings(cfg) -> None:
-    for w in cfg.warnings:
-        print(w.render(), file=sys.stderr)
 
 
 def cmd_check(ns, rest) -> int:
     from . import load
     files, overrides = split_overrides(ns.files + rest)
     cfg = load(*files, overrides=overrides, trust_py=ns.trust_py)
-    _print_warnings(cfg)
+    print_warnings(cfg)
     n = sum(1 for k in cfg if cfg.is_set(k))
     print(f"{' '.join(files)}: ok ({n} keys set, {len(cfg.warnings)} warning{'s' * (len(cfg.warnings) != 1)})")
     return 0
@@ -106,15 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _module(COMMANDS[ns.command][0]).run(ns, rest)
     except ConfigError as e:
-        print(str(e), file=sys.stderr)
-        n = len(e.errors)
-        print(f"{n} error{'s' * (n != 1)}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
+        return report_config_error(e)
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_RUN_ERROR
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader went away (slo keys | head): stop quietly, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

@@ -30,6 +30,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
+from .command import EXIT_CONFIG_ERROR, EXIT_INTERRUPTED, EXIT_RUN_ERROR, print_warnings, report_config_error
 from .config import Config
 from .errors import ConfigError, RunError
 from .resolve import Source, _locate, _reader, load, load_with_files
@@ -38,7 +39,6 @@ from .formats.comments import Comments
 from .formats.document import Document, Interpolated, from_config
 
 FORMATS = {".config": config_lang, ".toml": toml, ".py": legacy_py}  # each reads comments and writes
-EXIT_CONFIG_ERROR = 2
 
 
 class UsageError(ValueError):
@@ -288,22 +288,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         conversions = convert(ns.inputs, ns.output, to=ns.to, flatten=ns.flatten, trust_py=ns.trust_py)
     except ConfigError as e:
-        print(str(e), file=sys.stderr)
-        n = len(e.errors)
-        print(f"{n} error{'s' * (n != 1)}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
+        return report_config_error(e)
     except UsageError as e:
         parser.print_usage(sys.stderr)
         print(f"slo-convert: error: {e}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     except RunError as e:
         print(f"slo-convert: error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_RUN_ERROR
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     for c in conversions:
-        for w in c.config.warnings:
-            print(w.render(), file=sys.stderr)
+        print_warnings(c.config)
         print(f"{c.input} -> {c.output}")
     return 0
 

@@ -87,6 +87,20 @@ def no_hang(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Every test that runs torch runs it on one thread: tiny models gain nothing from a second,
+    and on a busy machine they wait for it. A run of config-language tests alone never imports torch."""
+    torch = sys.modules.get("torch")  # imported by now when any collected test module uses it
+    if torch is None:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def hang_guard():
     return no_hang

@@ -15,15 +15,8 @@ from slo.errors import RunError
 from slo.runner import checkpoint as ckpt_module
 from slo.runner.checkpoint import check_compatible, load_checkpoint, model_from_checkpoint, save_checkpoint
 from slo.runner.model import GPT, ModelArgs
-from tiny_run import single_thread
 
 TINY = dict(n_layer=2, n_head=4, n_embd=32, block_size=16, vocab_size=64)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    with single_thread():
-        yield
 
 
 def trainer_state(model: GPT, iter_num: int = 3) -> dict:

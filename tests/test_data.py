@@ -259,7 +259,7 @@ def test_truncated_raw_file(tmp_path):
 
 
 def test_empty_file(tmp_path):
-    folder = make_dataset(tmp_path / "d", [1, 2, 3], [], BYTE_META)
+    make_dataset(tmp_path / "d", [1, 2, 3], [], BYTE_META)
     with pytest.raises(RunError, match="val.bin is empty"):
         open_dataset(tmp_path, "d")
 

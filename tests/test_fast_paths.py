@@ -5,7 +5,7 @@ whole load with it against one without it.
 """
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from slo import _parser_py

@@ -291,7 +291,7 @@ def nanogpt_configurator(text: str, overrides: list[str], environ: dict | None =
             attempt = ast.literal_eval(val)
         except (SyntaxError, ValueError):
             attempt = val
-        assert type(attempt) == type(globals_[key]), f"{key}: {type(attempt)} vs {type(globals_[key])}"
+        assert type(attempt) is type(globals_[key]), f"{key}: {type(attempt)} vs {type(globals_[key])}"
         globals_[key] = attempt
     return globals_
 

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 import slo
 from slo.errors import RunError
 from slo.runner.model import GPT, KVCache, ModelArgs, apply_rotary, rotary_tables
-from tiny_run import single_thread
 
 VOCAB = 64
 TINY = dict(n_layer=2, n_head=4, n_embd=32, block_size=16, vocab_size=VOCAB)
@@ -33,13 +32,6 @@ VARIANTS = {
                        qk_norm=True, tie_weights=False, mlp_ratio=3.0, rope_theta=500.0),
 }
 ATTENTION_VARIANTS = ["default", "rope", "gqa", "mqa", "qk_norm", "everything"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and do not fight other processes for cores."""
-    with single_thread():
-        yield
 
 
 def tiny(seed: int = 0, **options) -> GPT:

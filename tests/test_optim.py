@@ -13,7 +13,6 @@ import slo
 from slo.errors import RunError
 from slo.runner.model import GPT, ModelArgs
 from slo.runner.optim import Schedule, make_optimizer, param_groups
-from tiny_run import one_thread  # noqa: F401  (autouse fixture)
 
 LR, MIN_LR = 1e-3, 1e-4
 

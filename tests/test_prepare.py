@@ -46,7 +46,7 @@ def test_round_trip(tmp_path, texts, capsys, level):
     if level == "char":
         assert ds.meta["itos"] == sorted(set(joined(texts))) and ds.vocab_size == len(ds.meta["itos"])
     captured = capsys.readouterr()
-    assert f"wrote {out}" in captured.out and f"dataset=mine" in captured.out
+    assert f"wrote {out}" in captured.out and "dataset=mine" in captured.out
     assert "skipped 1 file(s) that are not readable UTF-8 text" in captured.err and "image.png" in captured.err
     assert "HEAD" not in captured.err and "reading" not in captured.err  # hidden folder skipped; no bar off a terminal
 

@@ -24,7 +24,7 @@ import slo.tokenizer
 from slo import ConfigError, dumps, load, loads
 from slo.errors import Diagnostic
 from slo.resolve import MAX_DEPTH
-from slo.schema import DEFAULTS, KEYS, RULES, SECTIONS
+from slo.schema import DEFAULTS, KEYS, RULES
 
 # ---- text that looks like the language, and text that does not -------------------
 

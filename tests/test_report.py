@@ -24,7 +24,7 @@ from slo.report.plot import DPI, FIGURE_SIZE, plot_runs
 from slo.report.rundir import parse_explain, read_run, top_config_file
 from slo.report.runs import format_table, sort_runs
 from slo.runner.train import main as train_main
-from tiny_run import metrics, single_thread, tiny_config
+from tiny_run import metrics, tiny_config
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("tensorboard")
@@ -36,9 +36,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def train_run(*args: str) -> int:
-    """The training entry point on one thread (module-scoped fixtures run outside tiny_run's one_thread)."""
-    with single_thread():
-        return train_main([str(a) for a in args])
+    return train_main([str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

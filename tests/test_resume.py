@@ -15,7 +15,6 @@ from slo.runner.checkpoint import load_checkpoint
 from slo.runner.model import GPT
 from slo.runner.train import main
 from slo.runner.trainer import Trainer
-from tiny_run import one_thread  # noqa: F401  (autouse fixture)
 from tiny_run import metrics, sigterm_after_steps, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -16,15 +16,8 @@ from slo.errors import RunError
 from slo.runner.checkpoint import save_checkpoint
 from slo.runner.model import GPT, ModelArgs
 from slo.runner.sample import generate_text, sample_from
-from tiny_run import single_thread
 
 TINY = dict(n_layer=2, n_head=4, n_embd=32, block_size=16)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    with single_thread():
-        yield
 
 
 class Bytes:

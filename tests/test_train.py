@@ -18,7 +18,6 @@ from slo.runner import device as device_module
 from slo.runner.checkpoint import load_checkpoint
 from slo.runner.train import main
 from slo.runner.trainer import Trainer
-from tiny_run import one_thread  # noqa: F401  (autouse fixture)
 from tiny_run import make_dataset, metrics, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import time
@@ -10,26 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 TEXT = "".join(f"def f{i}(x):\n    return x * {i % 7} + {i % 3}\n\n" for i in range(400))
-
-
-@contextlib.contextmanager
-def single_thread():
-    """Tiny models gain nothing from a second thread, and on a busy machine they wait for it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    with single_thread():
-        yield
 
 
 def make_dataset(data_dir: Path, name: str = "tiny", text: str = TEXT, val_fraction: float = 0.1) -> Path:

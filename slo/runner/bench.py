@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "bench") -> No
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of benchmarks/bench_train.py."""
-    from ..cli import EXIT_CONFIG_ERROR
+    from ..command import report_config_error
     from ..errors import ConfigError
 
     parser = argparse.ArgumentParser(prog="slo bench", description=__doc__.split("\n")[0], allow_abbrev=False)
@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(ns, rest)
     except ConfigError as e:
-        print(str(e), file=sys.stderr)
-        return EXIT_CONFIG_ERROR
+        return report_config_error(e)
 
 
 def run(ns: argparse.Namespace, rest: list[str]) -> int:
@@ -76,7 +75,7 @@ def run(ns: argparse.Namespace, rest: list[str]) -> int:
                 path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
             except OSError as e:
                 print(json.dumps(results, indent=2))
-                raise RunError(f"cannot write --json {path}: {e.strerror or e}; the results are printed above")
+                raise RunError(f"cannot write --json {path}: {e.strerror or e}; the results are printed above") from None
             print(f"wrote {path}")
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -14,11 +14,8 @@ import argparse
 import os
 import sys
 
+from ..command import EXIT_INTERRUPTED, EXIT_RUN_ERROR, print_warnings, report_config_error, split_overrides
 from ..errors import ConfigError, RunError
-
-EXIT_RUN_ERROR = 1
-EXIT_CONFIG_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str = "train") -> None:
@@ -31,7 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "train") -> No
 def run(ns: argparse.Namespace, rest: list[str]) -> int:
     """The `slo train` command; a ConfigError propagates to the caller, which prints it (exit 2)."""
     from .. import load
-    from ..cli import split_overrides
 
     files, overrides = split_overrides(ns.files + rest)
     cfg = load(*files, overrides=overrides)
@@ -42,8 +38,7 @@ def train_config(cfg) -> int:
     """Put the config's ENV into the environment, then train: in this process, as a torchrun rank,
     or in nproc_per_node processes started here."""
     os.environ.update(cfg.env)
-    for warning in cfg.warnings:
-        print(warning.render(), file=sys.stderr)
+    print_warnings(cfg)
     try:
         from .distributed import train_processes  # imports torch, after ENV is in place
 
@@ -64,6 +59,4 @@ def main(argv: list[str] | None = None, prog: str = "slo train") -> int:
     try:
         return run(ns, rest)
     except ConfigError as e:
-        print(str(e), file=sys.stderr)
-        print(f"{len(e.errors)} error{'s' * (len(e.errors) != 1)}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
+        return report_config_error(e)
