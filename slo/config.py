@@ -120,6 +120,17 @@ class Config(Mapping):
             raise KeyError(key)
         return _origin(self._provenance.get(key))
 
+    def origins(self) -> dict[str, list[str]]:
+        """Where every value came from, as data: key (ENV values as ``ENV.NAME``) -> its origins,
+        newest first (``path:line:col``, ``cli``), ending in ``default`` for a schema key."""
+        out = {}
+        for key in self._values:
+            chain = [str(o) for o in self.origin(key).chain()]
+            out[key] = chain if chain[-1] == "default" else chain + ["default"]
+        for name in self._env:
+            out["ENV." + name] = [str(o) for o in self.origin("ENV." + name).chain()]
+        return out
+
     def explain(self) -> str:
         """Every value with where it came from, one line each."""
         lines = []

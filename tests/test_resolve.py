@@ -700,3 +700,15 @@ def test_dumps_keeps_bases(write):
 def test_dumps_rejects_an_unknown_format():
     with pytest.raises(ValueError, match="Unknown format"):
         dumps(loads(""), "yaml")
+
+
+def test_origins_are_the_explained_chains_as_data(write):
+    base = write("base.config", "MODEL n_layer=4\nENV A=1\n")
+    top = write("top.config", "FROM base.config\nMODEL n_layer=6\nENV A=2 B=3\n")
+    cfg = load(top, overrides=["--n_layer=8"])
+    origins = cfg.origins()
+    assert origins["n_layer"] == ["cli", f"{top}:2:15", f"{base}:1:15", "default"]
+    assert origins["n_head"] == ["default"]
+    assert origins["ENV.A"] == [f"{top}:3:7", f"{base}:2:7"]
+    assert origins["ENV.B"] == [f"{top}:3:11"]
+    assert set(origins) == set(cfg) | {"ENV.A", "ENV.B"}
