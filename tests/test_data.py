@@ -1,4 +1,4 @@
-"""Datasets, tokenizers, token files and batches (slo/runner/data.py, corpus.py)."""
+"""Datasets, tokenizers, token files and batches (slo/runner/tokenizers.py, dataset.py, batches.py, corpus.py)."""
 
 from __future__ import annotations
 
@@ -17,17 +17,9 @@ from hypothesis import strategies as st
 
 from slo.errors import RunError
 from slo.runner import corpus
-from slo.runner.data import (
-    HEADER_INTS,
-    Batches,
-    CharTokenizer,
-    ShardedTokens,
-    Tokenizer,
-    load_meta,
-    open_dataset,
-    unigram_entropy,
-    write_dataset,
-)
+from slo.runner.batches import Batches
+from slo.runner.dataset import HEADER_INTS, ShardedTokens, load_meta, open_dataset, unigram_entropy, write_dataset
+from slo.runner.tokenizers import CharTokenizer, Tokenizer
 
 
 def make_dataset(folder, train, val, meta=None, dtype=np.uint16):
@@ -54,6 +46,7 @@ BYTE_META = {"tokenizer": "byte", "vocab_size": 256}
 def builtin(tmp_path_factory):
     """The built-in corpus, built once for the session the way a run builds it: on first use."""
     data_dir = tmp_path_factory.mktemp("data")
+    corpus.ensure_builtin(data_dir, "builtin")
     return open_dataset(data_dir, "builtin", block_size=64, vocab_size=256)
 
 

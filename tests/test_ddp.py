@@ -18,8 +18,8 @@ import torch
 import slo
 from slo.errors import RunError
 from slo.runner.checkpoint import load_checkpoint, model_from_checkpoint
-from slo.runner.data import Batches
-from slo.runner.distributed import Placement, join_group
+from slo.runner.batches import Batches
+from slo.runner.parallel import Placement, join_group
 from slo.runner.train import main
 from slo.runner.trainer import Trainer
 from tiny_run import metrics, sigterm_after_steps, tiny_config, wait_for_steps
@@ -34,8 +34,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def command(config, *overrides, nproc=2):
-    return [sys.executable, "-m", "slo.runner", str(config), f"--nproc_per_node={nproc}",
+def command(config, *overrides, nproc=2, entry=("-m", "slo.runner")):
+    return [sys.executable, *entry, str(config), f"--nproc_per_node={nproc}",
             f"--master_port={free_port()}", *overrides]
 
 
@@ -44,8 +44,10 @@ def environment(**extra):
 
 
 def train_ddp(config, *overrides, env=None) -> subprocess.CompletedProcess:
-    proc = subprocess.run(command(config, *overrides), env=environment(**(env or {})), capture_output=True,
-                          text=True, timeout=RUN_TIMEOUT)
+    """The run in a subprocess; with SLO_TEST_FAIL_AT in env, through tests/failing_rank.py, which makes a rank fail."""
+    entry = (str(REPO / "tests" / "failing_rank.py"),) if "SLO_TEST_FAIL_AT" in (env or {}) else ("-m", "slo.runner")
+    proc = subprocess.run(command(config, *overrides, entry=entry), env=environment(**(env or {})),
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 

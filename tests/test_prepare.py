@@ -9,7 +9,7 @@ import pytest
 
 from slo.cli import main
 from slo.runner import corpus
-from slo.runner.data import open_dataset
+from slo.runner.dataset import open_dataset
 
 
 @pytest.fixture

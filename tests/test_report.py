@@ -21,7 +21,7 @@ from slo.cli import main as slo_main
 from slo.dump import quote
 from slo.errors import RunError
 from slo.report.plot import DPI, FIGURE_SIZE, plot_runs
-from slo.report.rundir import parse_explain, read_run, top_config_file
+from slo.report.rundir import read_origins, read_run, top_config_file
 from slo.report.runs import format_table, sort_runs
 from slo.runner.train import main as train_main
 from tiny_run import metrics, tiny_config
@@ -236,7 +236,7 @@ def test_damaged_run_files_give_notes_not_tracebacks(runs, tmp_path, capsys):
     import torch
 
     shutil.copytree(runs / "a", tmp_path / "garbled")
-    (tmp_path / "garbled" / "config.explain.txt").write_bytes(bytes(range(256)) * 2)
+    (tmp_path / "garbled" / "config.origins.json").write_bytes(bytes(range(256)) * 2)
     shutil.copytree(runs / "a", tmp_path / "metrics-only")
     (tmp_path / "metrics-only" / "config.json").unlink()
     (tmp_path / "metrics-only" / "ckpt.pt").write_bytes(b"")  # cut short: the metrics are still there
@@ -330,8 +330,7 @@ def test_run_config_label_is_the_top_file_and_its_command_line_overrides(tmp_pat
     (tmp_path / "base.config").write_text("MODEL n_layer=4 n_head=4 n_embd=128\nTRAIN max_iters=100\n")
     (tmp_path / "child.config").write_text("FROM base.config\nMODEL n_layer=6\n")
     cfg = slo.load(tmp_path / "child.config", overrides=["--max_iters=50", "--out_dir=/tmp/x"])
-    values = cfg.to_dict()
-    provenance = parse_explain(cfg.explain(), values)
+    provenance = cfg.origins()
     assert top_config_file(provenance) == "child.config"
     assert provenance["n_layer"] == [f"{tmp_path / 'child.config'}:2:15", f"{tmp_path / 'base.config'}:1:15",
                                      "default"]
@@ -339,10 +338,12 @@ def test_run_config_label_is_the_top_file_and_its_command_line_overrides(tmp_pat
 
 
 @given(st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=30))
-def test_explain_is_read_back_whatever_the_value(name):
+def test_origins_are_read_back_whatever_the_value(tmp_path_factory, name):
     cfg = slo.loads(f"LOGGING wandb_run_name={quote(name)}\n", path="x.config")
     assert cfg["wandb_run_name"] == name
-    provenance = parse_explain(cfg.explain(), cfg.to_dict())
+    path = tmp_path_factory.mktemp("origins") / "config.origins.json"
+    path.write_text(json.dumps(cfg.origins()), encoding="utf-8")
+    provenance = read_origins(path)
     assert provenance["wandb_run_name"][0] == str(cfg.origin("wandb_run_name"))
 
 

@@ -3,7 +3,7 @@
 A and B are each a config file (.config, .toml, .py, read by ``slo.load``),
 a run's out_dir (its config.json, else its ckpt.pt's config), a config.json,
 or a ckpt.pt. Every key that differs is shown with both values and where each
-came from: the config's provenance, the run's config.explain.txt, or else
+came from: the config's provenance, the run's config.origins.json, or else
 ``run A`` / ``run B``. Exit status as diff(1): 0 the same, 1 different, 2 trouble.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 
 from ..dump import quote
 from ..errors import RunError
-from ..runner import CHECKPOINT_NAME, CONFIG_JSON, EXPLAIN_NAME
+from ..runner.files import CHECKPOINT_NAME, CONFIG_JSON, ORIGINS_JSON
 from ..schema import KEYS, format_value
-from .rundir import checkpoint_config, parse_explain, read_json, read_run
+from .rundir import checkpoint_config, read_json, read_origins, read_run
 
 EXIT_SAME, EXIT_DIFFERENT, EXIT_TROUBLE = 0, 1, 2
 CONFIG_SUFFIXES = (".config", ".toml", ".py")
@@ -42,7 +42,7 @@ def load_side(arg: str, letter: str, trust_py: bool = False) -> Side:
     path = Path(arg)
     if path.suffix.lower() in CONFIG_SUFFIXES:
         return _config_side(arg, trust_py)
-    if path.is_file() and path.name == CONFIG_JSON and (path.parent / EXPLAIN_NAME).is_file():
+    if path.is_file() and path.name == CONFIG_JSON and (path.parent / ORIGINS_JSON).is_file():
         path = path.parent  # a run's config.json: its provenance is beside it
     if path.is_dir():
         return _run_side(path, letter)
@@ -79,8 +79,7 @@ def _run_side(path: Path, letter: str) -> Side:
         if not (path / CHECKPOINT_NAME).is_file():
             raise RunError(f"{path} has neither {CONFIG_JSON} nor {CHECKPOINT_NAME}: it is not a run's out_dir")
         values = read_run(path).config
-    explain = path / EXPLAIN_NAME
-    provenance = parse_explain(explain.read_text(encoding="utf-8", errors="replace"), values) if explain.is_file() else {}
+    provenance = read_origins(path / ORIGINS_JSON)
     return Side(str(path), values, {k: chain[0] for k, chain in provenance.items()}, f"run {letter}")
 
 

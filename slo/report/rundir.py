@@ -2,7 +2,7 @@
 
 An out_dir written by the trainer holds ``metrics.jsonl`` (one JSON object per
 train step logged and per evaluation), ``config.json`` (the resolved config,
-flat), ``config.explain.txt`` (where each value came from) and ``ckpt.pt``.
+flat), ``config.origins.json`` (where each value came from) and ``ckpt.pt``.
 ``ckpt.pt`` is opened (with torch) only when the other files are missing, as
 in a nanoGPT out_dir.
 
@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RunError
-from ..runner import CHECKPOINT_NAME, CONFIG_JSON, EXPLAIN_NAME, METRICS_NAME
-from ..runner.metrics import read_records
+from ..runner.files import CHECKPOINT_NAME, CONFIG_JSON, METRICS_NAME, ORIGINS_JSON, read_records
 from ..schema import format_value
 
 RUN_FILES = (METRICS_NAME, CHECKPOINT_NAME)
@@ -46,7 +45,7 @@ class Run:
     train: list[dict] = field(default_factory=list)  # records with "loss"
     evals: list[dict] = field(default_factory=list)  # records with "val_loss"
     config: dict = field(default_factory=dict)  # flat resolved values; ENV as "ENV.NAME"
-    provenance: dict = field(default_factory=dict)  # key -> its origins, newest first (config.explain.txt)
+    provenance: dict = field(default_factory=dict)  # key -> its origins, newest first (config.origins.json)
     checkpoint_iter: int | None = None  # only when the checkpoint had to be opened
     checkpoint_best_val: float | None = None
     updated: float = 0.0  # newest mtime of metrics.jsonl and ckpt.pt
@@ -101,7 +100,7 @@ class Run:
         return "resumable" if self.has_checkpoint else "crashed"
 
     def origin(self, key: str) -> str | None:
-        """Where the run's value of key came from, when its config.explain.txt says."""
+        """Where the run's value of key came from, when its config.origins.json says."""
         chain = self.provenance.get(key)
         return chain[0] if chain else None
 
@@ -134,9 +133,7 @@ def read_run(path: str | os.PathLike) -> Run:
         for rec in read_records(metrics):
             (run.evals if "val_loss" in rec else run.train).append(rec)
     run.config = read_json(path / CONFIG_JSON)
-    explain = path / EXPLAIN_NAME
-    if explain.is_file():
-        run.provenance = parse_explain(explain.read_text(encoding="utf-8", errors="replace"), run.config)
+    run.provenance = read_origins(path / ORIGINS_JSON)
     if not run.config or not metrics.is_file():
         try:
             _read_checkpoint(run)
@@ -190,30 +187,19 @@ def checkpoint_config(ckpt: dict) -> dict | None:
     return config
 
 
-def parse_explain(text: str, values: dict) -> dict[str, list[str]]:
-    """key -> where its value came from, newest first (``path:line:col``, ``cli``, ``default``),
-    from the text of ``Config.explain()``; ENV names become ``ENV.NAME``."""
-    provenance: dict[str, list[str]] = {}
-    section = ""
-    for line in text.split("\n"):  # not splitlines: a value may hold U+2028 and the like
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1]
-            continue
-        match = re.match(r"  (\S+) = ", line)
-        if not match:
-            continue
-        key = ("ENV." if section == "ENV" else "") + match.group(1)
-        # the value's own text may hold "  # ", so the known value is skipped rather than searched
-        prefix = f"  {match.group(1)} = {format_value(values[key])}".ljust(40) + "  # " if key in values else None
-        if prefix and line.startswith(prefix):
-            rest = line[len(prefix):]
-        elif "  # " in line:
-            rest = line.split("  # ", 1)[1]
-        else:
-            continue
-        origin, _, older = rest.partition(" (overrides ")
-        provenance[key] = [origin] + [o.rpartition(" from ")[2] for o in older.removesuffix(")").split(", ") if o]
-    return provenance
+def read_origins(path: Path) -> dict[str, list[str]]:
+    """A run's config.origins.json: key -> where its value came from, newest first (``path:line:col``,
+    ``cli``, ``default``); {} when there is none, or when it is not that (a damaged file hides nothing else)."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items()
+            if isinstance(k, str) and isinstance(v, list) and v and all(isinstance(o, str) for o in v)}
 
 
 def top_config_file(provenance: dict[str, list[str]]) -> str | None:

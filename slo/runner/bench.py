@@ -186,7 +186,7 @@ class NanoGPTStyleLoop:
         import numpy as np
         import torch
 
-        from .data import ShardedTokens
+        from .dataset import ShardedTokens
         from .model import GPT
         from .optim import param_groups
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import RunError, first_line
-from . import CHECKPOINT_NAME
+from .files import CHECKPOINT_NAME
 from .model import GPT, ModelArgs
 
 # prefixes torch.compile and DistributedDataParallel put before parameter names

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RunError
-from .data import unigram_entropy, write_dataset
+from .dataset import BUILTIN, META_JSON, unigram_entropy, write_dataset
 
 MAX_BYTES = 6_000_000
 VAL_EVERY = 10
@@ -50,6 +50,20 @@ def stdlib_sources(root: Path, max_bytes: int = MAX_BYTES) -> list[Path]:
         chosen.append(path)
         total += path.stat().st_size
     return chosen
+
+
+def ensure_builtin(data_dir, dataset: str) -> None:
+    """Make the built-in corpus in ``{data_dir}/builtin`` when ``dataset`` is builtin and it is not there yet:
+    what every opener of a training dataset calls first."""
+    folder = Path(data_dir) / dataset
+    if dataset != BUILTIN or any((folder / name).exists() for name in ("train.bin", "val.bin", META_JSON)):
+        return
+    try:
+        build_builtin(folder)
+    except OSError as e:
+        raise RunError(
+            f"the built-in corpus cannot be written to {folder} ({e}); set DATA data_dir to a writable folder"
+        ) from None
 
 
 def build_builtin(folder, *, max_bytes: int | None = None, replace: bool = False) -> Path:

@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 from ..errors import RunError
-from . import METRICS_NAME
-
-PREVIOUS_METRICS_NAME = "metrics.previous.jsonl"  # a scratch run moves an earlier run's here
+from .files import METRICS_NAME, PREVIOUS_METRICS_NAME
+from .tensorboard import TensorBoardLog, scalar_name
 
 
 def format_train_line(rec: dict) -> str:
@@ -45,20 +44,6 @@ def console_print(text: str, stream=None) -> None:
     except BrokenPipeError:
         if stream in (sys.stdout, sys.stderr):
             os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-
-
-def read_records(path: Path) -> list[dict]:
-    """The records of a metrics.jsonl; a line cut short by a kill, or not a record, is skipped."""
-    records = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and isinstance(rec.get("iter"), int) and ("loss" in rec or "val_loss" in rec):
-                records.append(rec)
-    return records
 
 
 def trim_metrics(path: Path, resume_iter: int) -> None:
@@ -114,8 +99,6 @@ class RunLog:
             if logging_cfg is not None and logging_cfg.wandb_log:
                 self.wandb = _start_wandb(logging_cfg, flat_config or {}, out_dir, resume_iter is not None)
             if logging_cfg is not None and logging_cfg.tensorboard_log:
-                from .tensorboard import TensorBoardLog
-
                 self.tensorboard = TensorBoardLog(out_dir, resume_iter)
         except BaseException:
             self.close()
@@ -158,10 +141,10 @@ class RunLog:
         step = rec["iter"]
         values = {k: v for k, v in rec.items() if k != "iter" and isinstance(v, (int, float))}
         if self.wandb is not None:
-            self.wandb.log({_wandb_name(k): v for k, v in values.items()}, step=step)
+            self.wandb.log({scalar_name(k): v for k, v in values.items()}, step=step)
         if self.tensorboard is not None:
             for k, v in values.items():
-                self.tensorboard.add_scalar(_wandb_name(k), v, step)
+                self.tensorboard.add_scalar(scalar_name(k), v, step)
 
     def close(self) -> None:
         """Close every sink; safe to call twice."""
@@ -176,11 +159,6 @@ class RunLog:
 def _write_error(path: Path, e: OSError) -> RunError:
     return RunError(f"cannot write {path}: {e.strerror or e}; free some disk space or point out_dir at a "
                     "writable folder (init_from=resume continues from the last checkpoint)")
-
-
-def _wandb_name(key: str) -> str:
-    """nanoGPT's names: train/loss, val/loss, lr, mfu."""
-    return {"loss": "train/loss", "train_loss": "eval/train_loss", "val_loss": "val/loss"}.get(key, key)
 
 
 def _start_wandb(logging_cfg, flat_config: dict, out_dir, resuming: bool):

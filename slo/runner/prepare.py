@@ -41,7 +41,7 @@ def run(ns, rest) -> int:
 
 def prepare(ns) -> str:
     """Build the dataset ``ns`` asks for; returns the summary line."""
-    from .data import write_dataset
+    from .dataset import write_dataset
 
     out = Path(ns.out or (DEFAULT_BUILTIN_OUT if ns.builtin else ""))
     if not ns.out and not ns.builtin:
@@ -63,7 +63,7 @@ def prepare(ns) -> str:
 
     if ns.builtin:
         from .corpus import build_builtin
-        from .data import load_meta
+        from .dataset import load_meta
 
         build_builtin(out, replace=True)
         meta = load_meta(out.parent, out.name)
@@ -154,7 +154,7 @@ def encode(texts: list[str], char_level: bool, val_fraction: float):
     """(train ids, val ids, meta) for the joined texts."""
     import numpy as np
 
-    from .data import unigram_entropy
+    from .dataset import unigram_entropy
 
     text = "".join(t if t.endswith("\n") or not t else t + "\n" for t in texts)
     if char_level:

@@ -107,7 +107,8 @@ def sample_from(ns) -> list[str]:
 def tokenizer_for(ckpt: dict, folder: Path):
     """The tokenizer of the checkpoint's dataset: the meta saved in the checkpoint, else meta.json
     (or meta.pkl) in ``folder``, else the dataset named by the checkpoint's config, else GPT-2 BPE."""
-    from .data import Tokenizer, load_meta
+    from .dataset import load_meta
+    from .tokenizers import Tokenizer
 
     folder = folder.resolve()
     meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else None

@@ -13,11 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import RunError
-from . import METRICS_NAME
+from .files import METRICS_NAME, read_records
 
 TENSORBOARD_DIR = "tensorboard"
 SCALARS = frozenset({"train/loss", "val/loss", "eval/train_loss", "lr", "tokens_per_s", "mfu", "memory_mb",
                      "ms_per_iter"})
+
+
+def scalar_name(key: str) -> str:
+    """A record's key under nanoGPT's wandb names: train/loss, val/loss, eval/train_loss; others as they are."""
+    return {"loss": "train/loss", "train_loss": "eval/train_loss", "val_loss": "val/loss"}.get(key, key)
 
 
 class TensorBoardLog:
@@ -42,12 +47,10 @@ class TensorBoardLog:
         self.writer.close()
 
     def _log_again(self, metrics: Path, resume_iter: int) -> None:
-        from .metrics import _wandb_name, read_records
-
         if not metrics.is_file():
             return
         for rec in read_records(metrics):
             if rec["iter"] == resume_iter and "val_loss" in rec:
                 for key, value in rec.items():
                     if key != "iter" and isinstance(value, (int, float)):
-                        self.add_scalar(_wandb_name(key), value, resume_iter)
+                        self.add_scalar(scalar_name(key), value, resume_iter)

@@ -40,7 +40,7 @@ def train_config(cfg) -> int:
     os.environ.update(cfg.env)
     print_warnings(cfg)
     try:
-        from .distributed import train_processes  # imports torch, after ENV is in place
+        from .launcher import train_processes  # imports torch, after ENV is in place
 
         return train_processes(cfg)  # one process, a torchrun rank, or nproc_per_node ranks
     except RunError as e:

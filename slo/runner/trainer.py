@@ -28,12 +28,14 @@ import torch
 from .. import dumps
 from ..errors import RunError, first_line
 from ..schema import SCHEMA_VERSION
-from . import CONFIG_JSON, EXPLAIN_NAME
-from .checkpoint import CHECKPOINT_NAME, check_compatible, clean_state_dict, load_checkpoint, save_checkpoint
-from .data import META_JSON, Batches, open_dataset
+from .files import CHECKPOINT_NAME, CONFIG_JSON, EXPLAIN_NAME, ORIGINS_JSON
+from .checkpoint import check_compatible, clean_state_dict, load_checkpoint, save_checkpoint
+from .batches import Batches
+from .corpus import ensure_builtin
+from .dataset import META_JSON, open_dataset
 from .device import (autocast, compile_failure_message, configure_backends, maybe_compile, memory_mb,
                      peak_flops, pick_device, pick_dtype)
-from .distributed import check_world, collectives, compile_failure_in_group, rank_device
+from .parallel import check_world, collectives, compile_failure_in_group, rank_device
 from .metrics import RunLog, console_print, format_eval_line, format_train_line
 from .model import GPT, ModelArgs
 from .optim import Schedule, make_optimizer, set_lr
@@ -93,6 +95,7 @@ class Trainer:
         torch.manual_seed(seed)
         random.seed(seed)
 
+        ensure_builtin(self.data_cfg.data_dir, self.data_cfg.dataset)
         self.dataset = open_dataset(self.data_cfg.data_dir, self.data_cfg.dataset,
                                     block_size=self.data_cfg.block_size, vocab_size=cfg.model.vocab_size)
         vocab_size = cfg.model.vocab_size or self.dataset.vocab_size or DEFAULT_VOCAB_SIZE
@@ -244,10 +247,11 @@ class Trainer:
         self.progress.last_saved_iter = self.progress.iter_num
 
     def write_run_files(self) -> None:
-        """The resolved config (flat JSON and explained) and the dataset's meta, into out_dir."""
+        """The resolved config (flat JSON, its origins as JSON, explained for people) and the dataset's meta."""
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / CONFIG_JSON).write_text(dumps(self.cfg, "json"), encoding="utf-8")
+            (self.out_dir / ORIGINS_JSON).write_text(json.dumps(self.cfg.origins(), indent=1) + "\n", encoding="utf-8")
             (self.out_dir / EXPLAIN_NAME).write_text(self.cfg.explain() + "\n", encoding="utf-8")
             source = self.dataset.path / META_JSON
             target = self.out_dir / META_JSON

@@ -1,0 +1,168 @@
+"""Text to token ids and back, and the meta that names a dataset's tokenizer.
+
+A dataset's meta names its tokenizer: ``{"tokenizer": "byte", "vocab_size": 256}``,
+``{"tokenizer": "char", "vocab_size": N, "itos": [...]}``, or GPT-2 BPE (through
+tiktoken) when it names none, as nanoGPT's openwebtext does. ``normalize_meta``
+checks a meta and turns nanoGPT's ``meta.pkl`` form into this one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import RunError
+
+GPT2_VOCAB_SIZE = 50257
+TOKEN_DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
+
+
+class Tokenizer:
+    """Text to token ids and back. ``Tokenizer.from_meta`` picks the kind."""
+
+    name = "unknown"
+    available = True  # False when this tokenizer cannot encode or decode here
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def decode(self, ids) -> str:
+        raise NotImplementedError
+
+    @property
+    def meta(self) -> dict:
+        """What ``from_meta`` needs to build this tokenizer again (JSON-able)."""
+        return {"tokenizer": self.name, "vocab_size": self.vocab_size}
+
+    @staticmethod
+    def from_meta(meta: dict) -> Tokenizer:
+        meta = normalize_meta(meta)
+        kind = meta.get("tokenizer")
+        if kind == "byte":
+            return ByteTokenizer()
+        if kind == "char":
+            return CharTokenizer(meta["itos"])
+        if kind in (None, "gpt2"):  # nanoGPT's openwebtext has no meta: GPT-2 BPE
+            return Gpt2Tokenizer(meta.get("vocab_size") or GPT2_VOCAB_SIZE)
+        return UnavailableTokenizer(str(kind), meta.get("vocab_size"))
+
+
+class ByteTokenizer(Tokenizer):
+    """UTF-8 bytes; ids outside 0..255 decode as U+FFFD."""
+
+    name = "byte"
+    vocab_size = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids) -> str:
+        return bytes(i if 0 <= i < 256 else 0xFF for i in map(int, ids)).decode("utf-8", errors="replace")
+
+
+class CharTokenizer(Tokenizer):
+    """One id per character of the dataset's alphabet (nanoGPT's shakespeare_char)."""
+
+    name = "char"
+
+    def __init__(self, itos: list[str]):
+        self.itos = list(itos)
+        self.stoi = {c: i for i, c in enumerate(self.itos)}
+        self.vocab_size = len(self.itos)
+
+    @property
+    def meta(self) -> dict:
+        return {"tokenizer": "char", "vocab_size": self.vocab_size, "itos": self.itos}
+
+    def encode(self, text: str) -> list[int]:
+        unknown = sorted(set(text) - self.stoi.keys())
+        if unknown:
+            shown = ", ".join(repr(c) for c in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+            raise RunError(
+                f"the text has {len(unknown)} character(s) outside this dataset's "
+                f"{self.vocab_size}-character vocabulary: {shown}; use only characters the model was trained on"
+            )
+        return [self.stoi[c] for c in text]
+
+    def decode(self, ids) -> str:
+        n = self.vocab_size
+        return "".join(self.itos[i] if 0 <= i < n else "\ufffd" for i in map(int, ids))
+
+
+class UnavailableTokenizer(Tokenizer):
+    """A tokenizer slo cannot run: the vocabulary size is known, the text is not."""
+
+    available = False
+
+    def __init__(self, name: str, vocab_size: int | None, why: str = ""):
+        self.name = name
+        self.vocab_size = vocab_size
+        self.why = why or (
+            "slo decodes only byte-level, character-level and GPT-2 (with tiktoken) datasets; "
+            "make the dataset with `slo prepare` to get a meta.json it can read"
+        )
+
+    def _refuse(self):
+        raise RunError(
+            f"text cannot be encoded or decoded: this dataset's tokenizer ({self.name}) is not available: {self.why}"
+        )
+
+    def encode(self, text: str) -> list[int]:
+        self._refuse()
+
+    def decode(self, ids) -> str:
+        self._refuse()
+
+
+class Gpt2Tokenizer(UnavailableTokenizer):
+    """GPT-2 BPE through tiktoken, when it is installed."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__("gpt2", vocab_size, "GPT-2 BPE needs tiktoken: pip install tiktoken")
+        try:
+            import tiktoken
+        except ImportError:
+            self.encoding = None
+        else:
+            self.encoding = tiktoken.get_encoding("gpt2")
+        self.available = self.encoding is not None
+
+    def encode(self, text: str) -> list[int]:
+        if self.encoding is None:
+            self._refuse()
+        return self.encoding.encode(text, allowed_special={"<|endoftext|>"})
+
+    def decode(self, ids) -> str:
+        if self.encoding is None:
+            self._refuse()
+        return self.encoding.decode([int(i) for i in ids])
+
+
+
+def normalize_meta(meta, source: str = "the dataset's meta") -> dict:
+    """nanoGPT's ``{vocab_size, itos: {int: str}, stoi}`` becomes slo's char-level meta."""
+    if not isinstance(meta, dict):
+        raise RunError(f"{source} is not a mapping ({type(meta).__name__}); prepare the dataset again")
+    meta = dict(meta)
+    itos = meta.get("itos")
+    if isinstance(itos, dict):
+        try:
+            itos = [itos[i] for i in range(len(itos))]
+        except KeyError:
+            raise RunError(f"{source}: itos is not numbered 0..{len(itos) - 1}; prepare the dataset again") from None
+    if itos is not None:
+        if not isinstance(itos, (list, tuple)) or not all(isinstance(c, str) for c in itos):
+            raise RunError(f"{source}: itos must be a list of strings; prepare the dataset again")
+        meta["itos"] = list(itos)
+        meta.pop("stoi", None)
+        meta.setdefault("tokenizer", "char")
+        meta.setdefault("vocab_size", len(itos))
+    vocab = meta.get("vocab_size")
+    if vocab is not None and (not isinstance(vocab, int) or isinstance(vocab, bool) or vocab < 1):
+        raise RunError(f"{source}: vocab_size must be a positive integer, not {vocab!r}")
+    if meta.get("tokenizer") == "char" and "itos" not in meta:
+        raise RunError(f"{source}: a char-level tokenizer needs its itos list; prepare the dataset again")
+    dtype = meta.get("dtype")
+    if dtype is not None and dtype not in TOKEN_DTYPES:
+        raise RunError(f"{source}: dtype must be one of {', '.join(TOKEN_DTYPES)}, not {dtype!r}")
+    return meta
