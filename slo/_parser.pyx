@@ -2,7 +2,8 @@
 """The tokenizer of the .config language, compiled.
 
 The twin of ``_parser_py.py``, whose docstring describes ``scan``: same
-names, same results, same errors on every input. Change both together.
+names, same results, same errors on every input (both take their messages
+and escapes from ``slo.lexicon``). Change both together.
 
 Characters are read from a UCS-4 copy of the text (``s``), so the inner
 loops are plain array reads; values are sliced from the ``str`` itself.
@@ -16,7 +17,33 @@ from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stddef cimport wchar_t
 from libc.string cimport memchr
 
-from .schema import DEFAULTS, DIRECTIVES, FAST_TABLE, KEY_SECTION, KEYS, SECTIONS
+from .lexicon import ESCAPES, FROM_WITHOUT_PATH, HASH_STARTS_VALUE, INVALID_KEY, MISSING_VALUE, NO_DIRECTIVE, NO_EQUALS, NOT_A_DIRECTIVE, QUOTE_IN_WORD, QUOTED_KEY, SPACE_AFTER_QUOTE, SPACE_AROUND_EQUALS, STRAY_EQUALS, UNKNOWN_ESCAPE, UNTERMINATED_DOUBLE, UNTERMINATED_SINGLE
+from .schema import DEFAULTS, DIRECTIVES, FAST_BOOL, FAST_CHOICE, FAST_FLOAT, FAST_INT, FAST_NONEMPTY, FAST_PATTERN, FAST_STR, FAST_TABLE, KEY_SECTION, KEYS, SECTIONS
+from .statements import BARE, DOUBLE, ENTRY_ITEM, KEY, QUOTE, SINGLE, VALUE
+
+# The fields and codes of slo.statements and slo.schema this module reads, as C constants
+# (indexing with a Python int object is slower), checked against those at import.
+cdef enum:
+    _KEY = 0
+    _VALUE = 1
+    _QUOTE = 6
+    _ENTRY_ITEM = 0
+    _BARE = 0
+    _DOUBLE = 1
+    _SINGLE = 2
+
+cdef enum:
+    _FAST_INT = 0
+    _FAST_FLOAT = 1
+    _FAST_BOOL = 2
+    _FAST_STR = 3
+    _FAST_CHOICE = 4
+    _FAST_NONEMPTY = 5
+    _FAST_PATTERN = 6
+
+assert (_KEY, _VALUE, _QUOTE, _ENTRY_ITEM, _BARE, _DOUBLE, _SINGLE) == (KEY, VALUE, QUOTE, ENTRY_ITEM, BARE, DOUBLE, SINGLE)
+assert (_FAST_INT, _FAST_FLOAT, _FAST_BOOL, _FAST_STR, _FAST_CHOICE, _FAST_NONEMPTY, _FAST_PATTERN) == (
+    FAST_INT, FAST_FLOAT, FAST_BOOL, FAST_STR, FAST_CHOICE, FAST_NONEMPTY, FAST_PATTERN)
 
 cdef dict _KEY_SECTION = KEY_SECTION
 cdef frozenset _SECTIONS = frozenset(SECTIONS)
@@ -161,7 +188,7 @@ cdef inline object _int(Py_ssize_t value):
     return value
 
 
-cdef dict _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "$": "$$"}
+cdef dict _ESCAPES = ESCAPES
 
 
 class _Error(Exception):
@@ -247,7 +274,7 @@ cdef Py_ssize_t _word_end(const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t n) except
         c = s[pos]
         if c < 128 and _STOPS[c] & _ENDS_WORD:
             if c == u'"' or c == u"'":
-                raise _Error(pos, pos + 1, "Unexpected quote inside a bare value; quote the whole value instead")
+                raise _Error(pos, pos + 1, QUOTE_IN_WORD)
             if c != u'\\' or _is_continuation(s, pos, n):
                 break
         pos += 1
@@ -255,7 +282,7 @@ cdef Py_ssize_t _word_end(const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t n) except
 
 
 cdef object _parse_quoted(str text, const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t n, Py_ssize_t* end, int* quote):
-    """The quoted string at pos; sets end (past the closing quote) and quote (1 or 2)."""
+    """The quoted string at pos; sets end (past the closing quote) and quote (_DOUBLE or _SINGLE)."""
     cdef Py_UCS4 q = s[pos]
     cdef Py_ssize_t start = pos, chunk
     cdef Py_UCS4 c
@@ -265,19 +292,19 @@ cdef object _parse_quoted(str text, const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t
         while pos < n and s[pos] != u"'" and s[pos] != u'\n':
             pos += 1
         if pos >= n or s[pos] != u"'":
-            raise _Error(start, start + 1, "Unterminated single-quoted string: add the closing '")
+            raise _Error(start, start + 1, UNTERMINATED_SINGLE)
         end[0] = pos + 1
-        quote[0] = 2
+        quote[0] = _SINGLE
         return text[start + 1:pos]
     parts = None
     chunk = pos
     while True:
         if pos >= n or s[pos] == u'\n':
-            raise _Error(start, start + 1, 'Unterminated double-quoted string: add the closing "')
+            raise _Error(start, start + 1, UNTERMINATED_DOUBLE)
         c = s[pos]
         if c == u'"':
             end[0] = pos + 1
-            quote[0] = 1
+            quote[0] = _DOUBLE
             if parts is None:
                 return text[chunk:pos]
             parts.append(text[chunk:pos])
@@ -286,12 +313,11 @@ cdef object _parse_quoted(str text, const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t
             if parts is None:
                 parts = []
             parts.append(text[chunk:pos])
-            if pos + 1 >= n or s[pos + 1] not in u'"\\nt$':
+            escaped = _ESCAPES.get(text[pos + 1]) if pos + 1 < n else None
+            if escaped is None:
                 shown = text[pos:pos + 2] if pos + 1 < n and s[pos + 1] != u'\n' else "\\"
-                raise _Error(pos, pos + len(shown),
-                             f"Unknown escape {shown} in a double-quoted string"
-                             " (known: \\\" \\\\ \\n \\t \\$; single quotes take text as written)")
-            parts.append(_ESCAPES[text[pos + 1]])
+                raise _Error(pos, pos + len(shown), UNKNOWN_ESCAPE.format(escape=shown))
+            parts.append(escaped)
             pos += 2
             chunk = pos
         else:
@@ -304,7 +330,7 @@ cdef inline bint _after_quote_ok(const Py_UCS4* s, Py_ssize_t end, Py_ssize_t n)
 
 cdef object _parse_value(str text, const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t n, str key,
                          Py_ssize_t key_pos, Py_ssize_t* end, int* quote):
-    """The value after 'key='; sets end and quote (0 bare, 1 double, 2 single)."""
+    """The value after 'key='; sets end and quote (_BARE, _DOUBLE or _SINGLE)."""
     cdef Py_ssize_t vpos, vend
     if pos >= n or _blank(s[pos]) or s[pos] == u'\n' or _is_continuation(s, pos, n):
         if pos < n and _blank(s[pos]):
@@ -315,18 +341,18 @@ cdef object _parse_value(str text, const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t 
                 vend += 1
             word = text[vpos:vend]
             if vend > vpos and s[vpos] != u'#' and "=" not in word and not _is_continuation(s, vpos, n):
-                raise _Error(key_pos, pos, f"No whitespace is allowed around '=': write {key}={word}")
-        raise _Error(key_pos, pos, f'Missing value after {key}=; write {key}="" for an empty string')
+                raise _Error(key_pos, pos, SPACE_AROUND_EQUALS.format(key=key, value=word))
+        raise _Error(key_pos, pos, MISSING_VALUE.format(key=key))
     cdef Py_UCS4 c = s[pos]
     if c == u'"' or c == u"'":
         value = _parse_quoted(text, s, pos, n, end, quote)
         if not _after_quote_ok(s, end[0], n):
-            raise _Error(end[0], end[0] + 1, "Expected whitespace after the closing quote")
+            raise _Error(end[0], end[0] + 1, SPACE_AFTER_QUOTE)
         return value
     if c == u'#':
-        raise _Error(pos, pos + 1, f'A bare value cannot start with #; quote it: {key}="#..."')
+        raise _Error(pos, pos + 1, HASH_STARTS_VALUE.format(key=key))
     end[0] = _word_end(s, pos, n)
-    quote[0] = 0
+    quote[0] = _BARE
     return text[pos:end[0]]
 
 
@@ -334,7 +360,7 @@ cdef tuple _parse_pair(str text, const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t n,
                        Py_ssize_t line_start, Py_ssize_t* end):
     """The item of the key=value at pos; sets end."""
     cdef Py_ssize_t start = pos, after, vpos, vend
-    cdef int quote = 0
+    cdef int quote = _BARE
     cdef Py_UCS4 c
     cdef unsigned int h = _HASH_START
     while pos < n:
@@ -346,17 +372,17 @@ cdef tuple _parse_pair(str text, const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t n,
         pos += 1
     if pos < n and s[pos] == u'=':
         if pos == start:
-            raise _Error(pos, pos + 1, "Stray '=' with no key before it")
+            raise _Error(pos, pos + 1, STRAY_EQUALS)
         key = _known_key(s, start, pos, h)
         if key is None:
             key = text[start:pos]
             if not _is_name(s, start, pos):
-                raise _Error(start, pos, f"Invalid key {key!r}: a key is letters, digits and _, not starting with a digit")
+                raise _Error(start, pos, INVALID_KEY.format(key=key))
         value = _parse_value(text, s, pos + 1, n, key, start, end, &quote)
         return _untracked((key, value, _int(line), _int(start - line_start + 1), _int(pos - line_start + 2),
                            _int(end[0] - line_start + 1), _int(quote)))
     if pos == start:
-        raise _Error(start, start + 1, "Expected key=value, found a quoted string")
+        raise _Error(start, start + 1, QUOTED_KEY)
     key = text[start:pos]
     after = _skip_blanks(s, pos, n)
     if after < n and s[after] == u'=':
@@ -364,18 +390,18 @@ cdef tuple _parse_pair(str text, const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t n,
         vend = vpos
         while vend < n and not _blank(s[vend]) and s[vend] != u'\n':
             vend += 1
-        raise _Error(start, after + 1, f"No whitespace is allowed around '=': write {key}={text[vpos:vend] or '...'}")
-    raise _Error(start, pos, f"Expected key=value, found {key!r} with no '='")
+        raise _Error(start, after + 1, SPACE_AROUND_EQUALS.format(key=key, value=text[vpos:vend] or "..."))
+    raise _Error(start, pos, NO_EQUALS.format(key=key))
 
 
 cdef tuple _parse_path(str text, const Py_UCS4* s, Py_ssize_t pos, Py_ssize_t n, Py_ssize_t line,
                        Py_ssize_t line_start, Py_ssize_t* end):
     """The item of the FROM path (bare or quoted) at pos; sets end."""
-    cdef int quote = 0
+    cdef int quote = _BARE
     if s[pos] == u'"' or s[pos] == u"'":
         value = _parse_quoted(text, s, pos, n, end, &quote)
         if not _after_quote_ok(s, end[0], n):
-            raise _Error(end[0], end[0] + 1, "Expected whitespace after the closing quote")
+            raise _Error(end[0], end[0] + 1, SPACE_AFTER_QUOTE)
     else:
         end[0] = _word_end(s, pos, n)
         value = text[pos:end[0]]
@@ -451,8 +477,8 @@ cdef tuple _scan(str text, const Py_UCS4* s, _Index index):
                 while eq < end and s[eq] != u'=':
                     eq += 1
                 if eq < end and _is_name(s, start, eq):
-                    raise _Error(start, end, f"Expected a directive (such as MODEL or DATA) before {word}")
-                raise _Error(start, max(end, start + 1), f"Expected a directive name, found {word!r}")
+                    raise _Error(start, end, NO_DIRECTIVE.format(word=word))
+                raise _Error(start, max(end, start + 1), NOT_A_DIRECTIVE.format(word=word))
             directive = _known_directive(s, start, pos)
             if directive is None:
                 directive = text[start:pos].upper()
@@ -487,7 +513,7 @@ cdef tuple _scan(str text, const Py_UCS4* s, _Index index):
                     items.append(_parse_pair(text, s, pos, n, line, line_start, &end))
                 pos = end
             if is_from and not items:
-                raise _Error(start, start + 4, "FROM needs at least one path")
+                raise _Error(start, start + 4, FROM_WITHOUT_PATH)
             if index is None:
                 statements.append((directive, stmt_line, stmt_col, items))
             else:
@@ -555,14 +581,14 @@ def type_values(dict entries):
     cdef str text
     cdef Py_ssize_t n
     for key, entry in entries.items():
-        item = <tuple> (<tuple> entry)[0]
-        raw = item[1]
+        item = <tuple> (<tuple> entry)[_ENTRY_ITEM]
+        raw = item[_VALUE]
         if type(raw) is not str:
             rest.append(key)
             continue
         text = <str> raw
         n = len(text)
-        if item[6] != 2 and _has_char(text, u'$'):
+        if item[_QUOTE] != _SINGLE and _has_char(text, u'$'):  # statements.is_interpolated, in C
             rest.append(key)
             if n > 3 and text[0] == u'$' and text[1] == u'{' and PyUnicode_FindChar(text, u'}', 2, n, 1) == n - 1:
                 if refs is None:
@@ -576,7 +602,7 @@ def type_values(dict entries):
             final[key] = value
     if refs is not None:
         for key in refs:
-            text = <str> (<tuple> (<tuple> entries[key])[0])[1]
+            text = <str> (<tuple> (<tuple> entries[key])[_ENTRY_ITEM])[_VALUE]
             ref = text[2:len(text) - 1]
             if ref not in _FAST_TABLE or ref in rest:
                 continue
@@ -595,7 +621,7 @@ cdef object _type_text(str raw, tuple spec):
     if spec[1] and raw in _NONE_WORDS:
         return None
     cdef int code = spec[0]
-    if code == 0:
+    if code == _FAST_INT:
         if n == 0 or n > 18:
             return _NOT_TYPED
         for i in range(n):
@@ -604,7 +630,7 @@ cdef object _type_text(str raw, tuple spec):
                 return _NOT_TYPED
             whole = whole * 10 + (<long long> c - 48)
         return whole if _in_range(<double> whole, spec) else _NOT_TYPED
-    if code == 1:
+    if code == _FAST_FLOAT:
         if n == 0:
             return _NOT_TYPED
         for c in raw:
@@ -615,15 +641,15 @@ cdef object _type_text(str raw, tuple spec):
         except ValueError:
             return _NOT_TYPED
         return f if isfinite(f) and _in_range(f, spec) else _NOT_TYPED
-    if code == 2:
+    if code == _FAST_BOOL:
         return _BOOL_WORDS.get(raw, _NOT_TYPED)
     return _type_str(raw, spec)
 
 
 cdef object _type_str(str raw, tuple spec):
     cdef int code = spec[0]
-    if (code == 3 or (code == 4 and raw in <frozenset> spec[6]) or (code == 5 and len(raw) > 0)
-            or (code == 6 and spec[6](raw) is not None)):
+    if (code == _FAST_STR or (code == _FAST_CHOICE and raw in <frozenset> spec[6]) or (code == _FAST_NONEMPTY and len(raw) > 0)
+            or (code == _FAST_PATTERN and spec[6](raw) is not None)):
         return raw
     return _NOT_TYPED
 
@@ -634,9 +660,9 @@ cdef object _type_value(value, tuple spec):
     if value is None:
         return None if spec[1] else _NOT_TYPED
     cdef int code = spec[0]
-    if (code == 0 and type(value) is int) or (code == 1 and type(value) is float):
+    if (code == _FAST_INT and type(value) is int) or (code == _FAST_FLOAT and type(value) is float):
         return value if _in_range(<double> value, spec) else _NOT_TYPED
-    if code == 2 and type(value) is bool:
+    if code == _FAST_BOOL and type(value) is bool:
         return value
     return _NOT_TYPED
 
@@ -651,7 +677,7 @@ cdef bint _in_range(double value, tuple spec) except -1:
     return True
 
 
-# ---- sorting statements into assignments (see slo.resolve.read_config) ---
+# ---- sorting statements into assignments (see slo.formats.config_lang.read_config) ---
 
 cdef class _Index:
     """Statements sorted as they are scanned, as the twin's _index_statements and chain sort them."""
@@ -681,7 +707,7 @@ cdef class _Index:
                 self.keep(self.env_entries, self.env, item, directive, line, col, items)
         elif directive in _SECTIONS:
             for item in items:
-                section = _KEY_SECTION.get(item[0])
+                section = _KEY_SECTION.get(item[_KEY])
                 if section is not directive and section != directive:
                     self.problems.append(("key", (directive, line, col, items), item))
                 else:
@@ -692,7 +718,7 @@ cdef class _Index:
     cdef void keep(self, dict entries, list kept, tuple item, str directive, Py_ssize_t line, Py_ssize_t col,
                    list items) except *:
         """Keeps item, its provenance entry over the one it overrides; a name set again is a "twice" problem."""
-        key = item[0]
+        key = item[_KEY]
         below = entries.get(key)
         if below is not None:
             self.problems.append(("twice", (directive, line, col, items), item))
@@ -704,6 +730,6 @@ def chain(list items, path):
     cdef dict entries = {}
     cdef tuple item
     for item in items:
-        key = item[0]
+        key = item[_KEY]
         entries[key] = (item, path, entries.get(key))
     return entries

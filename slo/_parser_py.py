@@ -6,25 +6,29 @@ every input. ``slo.tokenizer`` picks one of them. Change both together.
 ``scan(text)`` returns ``(statements, errors)``:
 
 - a statement is ``(directive, line, col, items)``, the directive upper-cased;
-- for ``FROM``, an item is ``(path, line, col, end_col, quote)``;
-- for every other directive, ``(key, value, line, key_col, value_col,
-  end_col, quote)``;
-- ``quote`` is 0 for a bare word, 1 for "double", 2 for 'single' quotes; in
-  double-quoted values an escaped ``\\$`` comes out as ``$$``, which
-  interpolation reads as a literal ``$``;
-- an error is ``(line, col, end_col, message)``. A statement with an error
-  is dropped whole, and scanning goes on at the next statement, so one pass
-  reports every lexical error.
+- for ``FROM``, its items are FROM items, for every other directive items
+  (both described, with their field names and quote kinds, in
+  ``slo.statements``); in double-quoted values an escaped ``\\$`` comes out
+  as ``$$``, which interpolation reads as a literal ``$``;
+- an error is ``(line, col, end_col, message)``, its message one of
+  ``slo.lexicon``'s. A statement with an error is dropped whole, and
+  scanning goes on at the next statement, so one pass reports every lexical
+  error.
 
+The text loses one byte order mark at its start, and \\r\\n is read as \\n.
 Columns are 1-based and count characters; ``end_col`` is one past the end.
 """
 
-from .schema import DEFAULTS, FAST_TABLE, KEY_SECTION, SECTIONS
+from .lexicon import (ESCAPES, FROM_WITHOUT_PATH, HASH_STARTS_VALUE, INVALID_KEY, MISSING_VALUE, NO_DIRECTIVE,
+                      NO_EQUALS, NOT_A_DIRECTIVE, QUOTE_IN_WORD, QUOTED_KEY, SPACE_AFTER_QUOTE, SPACE_AROUND_EQUALS,
+                      STRAY_EQUALS, UNKNOWN_ESCAPE, UNTERMINATED_DOUBLE, UNTERMINATED_SINGLE)
+from .schema import (DEFAULTS, FAST_BOOL, FAST_CHOICE, FAST_FLOAT, FAST_INT, FAST_NONEMPTY, FAST_PATTERN, FAST_STR,
+                     FAST_TABLE, KEY_SECTION, SECTIONS)
+from .statements import BARE, DOUBLE, ENTRY_ITEM, KEY, QUOTE, SINGLE, VALUE, is_interpolated
 
 BLANKS = " \t\r\f\v"
 _NAME_START = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_"
 _NAME_CHARS = _NAME_START + "0123456789"
-_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t", "$": "$$"}
 
 
 class _Error(Exception):
@@ -92,7 +96,7 @@ def _parse_word(text, pos, n):
         if c in BLANKS or c == "\n":
             break
         if c == '"' or c == "'":
-            raise _Error(pos, pos + 1, "Unexpected quote inside a bare value; quote the whole value instead")
+            raise _Error(pos, pos + 1, QUOTE_IN_WORD)
         if c == "\\" and _is_continuation(text, pos, n):
             break
         pos += 1
@@ -108,25 +112,23 @@ def _parse_quoted(text, pos, n):
         while pos < n and text[pos] != "'" and text[pos] != "\n":
             pos += 1
         if pos >= n or text[pos] != "'":
-            raise _Error(start, start + 1, "Unterminated single-quoted string: add the closing '")
-        return pos + 1, text[start + 1:pos], 2
+            raise _Error(start, start + 1, UNTERMINATED_SINGLE)
+        return pos + 1, text[start + 1:pos], SINGLE
     parts = []
     chunk = pos
     while True:
         if pos >= n or text[pos] == "\n":
-            raise _Error(start, start + 1, 'Unterminated double-quoted string: add the closing "')
+            raise _Error(start, start + 1, UNTERMINATED_DOUBLE)
         c = text[pos]
         if c == '"':
             parts.append(text[chunk:pos])
-            return pos + 1, "".join(parts), 1
+            return pos + 1, "".join(parts), DOUBLE
         if c == "\\":
             parts.append(text[chunk:pos])
-            if pos + 1 >= n or text[pos + 1] not in _ESCAPES:
+            if pos + 1 >= n or text[pos + 1] not in ESCAPES:
                 shown = text[pos:pos + 2] if pos + 1 < n and text[pos + 1] != "\n" else "\\"
-                raise _Error(pos, pos + len(shown),
-                             f"Unknown escape {shown} in a double-quoted string"
-                             " (known: \\\" \\\\ \\n \\t \\$; single quotes take text as written)")
-            parts.append(_ESCAPES[text[pos + 1]])
+                raise _Error(pos, pos + len(shown), UNKNOWN_ESCAPE.format(escape=shown))
+            parts.append(ESCAPES[text[pos + 1]])
             pos += 2
             chunk = pos
         else:
@@ -144,18 +146,18 @@ def _parse_value(text, pos, n, key, key_pos):
                 vend += 1
             word = text[vpos:vend]
             if word and word[0] != "#" and "=" not in word and not _is_continuation(text, vpos, n):
-                raise _Error(key_pos, pos, f"No whitespace is allowed around '=': write {key}={word}")
-        raise _Error(key_pos, pos, f'Missing value after {key}=; write {key}="" for an empty string')
+                raise _Error(key_pos, pos, SPACE_AROUND_EQUALS.format(key=key, value=word))
+        raise _Error(key_pos, pos, MISSING_VALUE.format(key=key))
     c = text[pos]
     if c == '"' or c == "'":
         end, value, quote = _parse_quoted(text, pos, n)
         if end < n and text[end] not in BLANKS and text[end] != "\n" and not _is_continuation(text, end, n):
-            raise _Error(end, end + 1, "Expected whitespace after the closing quote")
+            raise _Error(end, end + 1, SPACE_AFTER_QUOTE)
         return end, value, quote
     if c == "#":
-        raise _Error(pos, pos + 1, f'A bare value cannot start with #; quote it: {key}="#..."')
+        raise _Error(pos, pos + 1, HASH_STARTS_VALUE.format(key=key))
     end, value = _parse_word(text, pos, n)
-    return end, value, 0
+    return end, value, BARE
 
 
 def _parse_pair(text, pos, n):
@@ -171,13 +173,13 @@ def _parse_pair(text, pos, n):
     key = text[start:pos]
     if pos < n and text[pos] == "=":
         if not key:
-            raise _Error(pos, pos + 1, "Stray '=' with no key before it")
+            raise _Error(pos, pos + 1, STRAY_EQUALS)
         if not _is_name(key):
-            raise _Error(start, pos, f"Invalid key {key!r}: a key is letters, digits and _, not starting with a digit")
+            raise _Error(start, pos, INVALID_KEY.format(key=key))
         end, value, quote = _parse_value(text, pos + 1, n, key, start)
         return end, key, start, pos + 1, value, quote
     if not key:
-        raise _Error(start, start + 1, "Expected key=value, found a quoted string")
+        raise _Error(start, start + 1, QUOTED_KEY)
     # No '=' right after the key: either 'key = value' or a word on its own.
     after = _skip_blanks(text, pos, n)
     if after < n and text[after] == "=":
@@ -185,8 +187,8 @@ def _parse_pair(text, pos, n):
         vend = vpos
         while vend < n and text[vend] not in BLANKS and text[vend] != "\n":
             vend += 1
-        raise _Error(start, after + 1, f"No whitespace is allowed around '=': write {key}={text[vpos:vend] or '...'}")
-    raise _Error(start, pos, f"Expected key=value, found {key!r} with no '='")
+        raise _Error(start, after + 1, SPACE_AROUND_EQUALS.format(key=key, value=text[vpos:vend] or "..."))
+    raise _Error(start, pos, NO_EQUALS.format(key=key))
 
 
 def _parse_path(text, pos, n):
@@ -194,10 +196,10 @@ def _parse_path(text, pos, n):
     if text[pos] == '"' or text[pos] == "'":
         end, value, quote = _parse_quoted(text, pos, n)
         if end < n and text[end] not in BLANKS and text[end] != "\n" and not _is_continuation(text, end, n):
-            raise _Error(end, end + 1, "Expected whitespace after the closing quote")
+            raise _Error(end, end + 1, SPACE_AFTER_QUOTE)
         return end, value, quote
     end, value = _parse_word(text, pos, n)
-    return end, value, 0
+    return end, value, BARE
 
 
 def scan(text):
@@ -240,8 +242,8 @@ def scan(text):
                     end += 1
                 word = text[start:end]
                 if "=" in word and _is_name(word[:word.index("=")]):
-                    raise _Error(start, end, f"Expected a directive (such as MODEL or DATA) before {word}")
-                raise _Error(start, max(end, start + 1), f"Expected a directive name, found {word!r}")
+                    raise _Error(start, end, NO_DIRECTIVE.format(word=word))
+                raise _Error(start, max(end, start + 1), NOT_A_DIRECTIVE.format(word=word))
             directive = text[start:pos].upper()
             is_from = directive == "FROM"
             items = []
@@ -277,7 +279,7 @@ def scan(text):
                                   value_pos - line_start + 1, end - line_start + 1, quote))
                 pos = end
             if is_from and not items:
-                raise _Error(start, start + 4, "FROM needs at least one path")
+                raise _Error(start, start + 4, FROM_WITHOUT_PATH)
             statements.append((directive, stmt_line, stmt_col, items))
         except _Error as e:
             if e.pos < line_start:  # a FROM with no path, found past a continuation: point at the FROM
@@ -317,12 +319,12 @@ def type_values(entries):
     rest = []
     refs = []
     for key, entry in entries.items():
-        item = entry[0]
-        raw = item[1]
+        item = entry[ENTRY_ITEM]
+        raw = item[VALUE]
         if type(raw) is not str:
             rest.append(key)
             continue
-        if item[6] != 2 and "$" in raw:
+        if is_interpolated(raw, item[QUOTE]):
             rest.append(key)
             if raw[:2] == "${" and raw.find("}") == len(raw) - 1:
                 refs.append(key)
@@ -333,7 +335,7 @@ def type_values(entries):
         else:
             final[key] = value
     for key in refs:
-        ref = entries[key][0][1][2:-1]
+        ref = entries[key][ENTRY_ITEM][VALUE][2:-1]
         if ref not in FAST_TABLE or ref in rest:
             continue
         value = _type_value(final[ref], FAST_TABLE[key])
@@ -348,11 +350,11 @@ def _type_text(raw, spec):
     if spec[1] and raw in _NONE_WORDS:
         return None
     code = spec[0]
-    if code == 0:
+    if code == FAST_INT:
         if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
             return _NOT_TYPED
         return _in_range(int(raw), spec)
-    if code == 1:
+    if code == FAST_FLOAT:
         if not raw or not _FLOAT_CHARS.issuperset(raw):
             return _NOT_TYPED
         try:
@@ -362,15 +364,15 @@ def _type_text(raw, spec):
         if value != value or value in (float("inf"), float("-inf")):
             return _NOT_TYPED
         return _in_range(value, spec)
-    if code == 2:
+    if code == FAST_BOOL:
         return _BOOL_WORDS.get(raw, _NOT_TYPED)
     return _type_str(raw, spec)
 
 
 def _type_str(raw, spec):
     code = spec[0]
-    if (code == 3 or (code == 4 and raw in spec[6]) or (code == 5 and raw)
-            or (code == 6 and spec[6](raw) is not None)):
+    if (code == FAST_STR or (code == FAST_CHOICE and raw in spec[6]) or (code == FAST_NONEMPTY and raw)
+            or (code == FAST_PATTERN and spec[6](raw) is not None)):
         return raw
     return _NOT_TYPED
 
@@ -382,9 +384,9 @@ def _type_value(value, spec):
     if value is None:
         return None if spec[1] else _NOT_TYPED
     code = spec[0]
-    if (code == 0 and type(value) is int) or (code == 1 and type(value) is float):
+    if (code == FAST_INT and type(value) is int) or (code == FAST_FLOAT and type(value) is float):
         return _in_range(value, spec)
-    if code == 2 and type(value) is bool:
+    if code == FAST_BOOL and type(value) is bool:
         return value
     return _NOT_TYPED
 
@@ -397,7 +399,7 @@ def _in_range(value, spec):
     return value
 
 
-# ---- sorting statements into assignments (see slo.resolve.read_config) ---
+# ---- sorting statements into assignments (see slo.formats.config_lang.read_config) ---
 
 def read(text, path):
     """A .config text sorted for the resolver: (bases, sets, env, problems, errors, entries, env_entries).
@@ -430,23 +432,23 @@ def _index_statements(statements, key_section, sections):
     seen_env = set()
     others = False
     for statement in statements:
-        directive = statement[0]
+        directive, _, _, items = statement
         if directive == "FROM":
             if others:
                 problems.append(("late-from", statement, None))
             else:
-                bases.extend(statement[3])
+                bases.extend(items)
             continue
         others = True
         if directive == "ENV":
-            for item in statement[3]:
-                if item[0] in seen_env:
+            for item in items:
+                if item[KEY] in seen_env:
                     problems.append(("twice", statement, item))
-                seen_env.add(item[0])
+                seen_env.add(item[KEY])
                 env.append(item)
         elif directive in sections:
-            for item in statement[3]:
-                key = item[0]
+            for item in items:
+                key = item[KEY]
                 if key_section.get(key) != directive:
                     problems.append(("key", statement, item))
                     continue
@@ -463,5 +465,5 @@ def chain(items, path):
     """key -> provenance entry (item, path, entry it overrode or None), items applied in order."""
     entries = {}
     for item in items:
-        entries[item[0]] = (item, path, entries.get(item[0]))
+        entries[item[KEY]] = (item, path, entries.get(item[KEY]))
     return entries

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from .errors import ConfigError, Diagnostic
+from .statements import normalize
 
 NO_EXTENSIONS = bool(os.environ.get("SLO_NO_EXTENSIONS"))
 
@@ -32,7 +33,7 @@ def tokenize(text: str, path: str = "<string>") -> list[tuple]:
     statements, errors = scan(text)
     if errors:
         # Split as scan counts lines: at \n only (splitlines also splits at \f, \x1c, \u2028, ...).
-        lines = text.removeprefix("\ufeff").replace("\r\n", "\n").split("\n")
+        lines = normalize(text).split("\n")
         raise ConfigError([
             Diagnostic(path, line, col, msg, end_col, source=lines[line - 1] if line <= len(lines) else "")
             for line, col, end_col, msg in errors])
