@@ -49,8 +49,8 @@ def test_stop_between_evaluations_resumes_exactly(tmp_path, capsys):
     trainer = Trainer(cfg)
     original = trainer.train_step
 
-    def step_then_signal():
-        loss = original()
+    def step_then_signal(*args):
+        loss = original(*args)
         if trainer.progress.iter_num == 2:  # the step at iter 2 runs to its end first
             trainer.stop_signal = signal.SIGTERM
         return loss

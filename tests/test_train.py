@@ -273,7 +273,7 @@ def test_float16_uses_a_loss_scaler(tmp_path):
     cfg = slo.load(tiny_config(tmp_path, "run"), overrides=["--dtype=float16"])
     trainer = Trainer(cfg)
     assert trainer.scaler.is_enabled()
-    loss = trainer.train_step()
+    loss = trainer.train_step(trainer.schedule(0), trainer.step_batches())
     assert loss == loss  # finite steps go through the scaler
     assert "scaler" in trainer.state_dict() and trainer.state_dict()["scaler"]
 

@@ -260,7 +260,7 @@ def bench_config(path: Path, cfg, ns) -> dict:
 
     from tqdm import tqdm
 
-    from .device import measure_matmul_flops, memory_mb
+    from .device import memory_mb
     from .trainer import Trainer
 
     console = io.StringIO()
@@ -282,7 +282,7 @@ def bench_config(path: Path, cfg, ns) -> dict:
         if name == "slo":
             trainer.progress.iter_num = it
             compiled = trainer.model is not trainer.raw_model
-            loss = trainer.train_step()
+            loss = trainer.train_step(trainer.schedule(it), trainer.step_batches())
             if compiled and trainer.model is trainer.raw_model:  # compilation failed here: both sides go without
                 said = console.getvalue().strip().splitlines()
                 print(said[-1] if said else "compile: torch.compile failed; both sides run without it")
@@ -304,6 +304,13 @@ def bench_config(path: Path, cfg, ns) -> dict:
                 if i >= ns.warmup:
                     phases[name].append(seconds)
     bar.close()
+    return _figures(path, trainer, baseline, phases, losses, memory)
+
+
+def _figures(path: Path, trainer, baseline, phases: dict, losses: dict, memory: dict) -> dict:
+    """The row of one config: each side's throughput, phases, MFU, memory and losses, and their ratio."""
+    from .device import measure_matmul_flops
+
     tokens_per_step = trainer.tokens_per_iter
     flops_per_token = trainer.raw_model.flops_per_token()
     dtypes = {"slo": trainer.dtype, "nanogpt": baseline.dtype}
@@ -312,7 +319,7 @@ def bench_config(path: Path, cfg, ns) -> dict:
            "batch_size": trainer.data_cfg.batch_size, "block_size": trainer.data_cfg.block_size,
            "tokens_per_step": tokens_per_step, "compile": trainer.model is not trainer.raw_model,
            "matmul_peak_flops": {str(d).removeprefix("torch."): f for d, f in peaks.items()}, "sides": {}}
-    for name in sides:
+    for name in phases:
         steps = phases[name]
         split = {p: median([s.get(p, 0.0) for s in steps]) for p in PHASES}
         step_s = median([sum(s.values()) for s in steps])

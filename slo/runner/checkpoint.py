@@ -1,4 +1,4 @@
-"""Checkpoints: atomic saves, safe loads, and the model they hold.
+"""Checkpoints: atomic saves, safe loads, the model they hold, and what a run keeps in them.
 
 A checkpoint is a dict of tensors and plain Python values (nanoGPT's keys
 ``model``, ``optimizer``, ``model_args``, ``iter_num``, ``best_val_loss``,
@@ -6,20 +6,31 @@ A checkpoint is a dict of tensors and plain Python values (nanoGPT's keys
 ``weights_only=True``. Saving writes a temporary file beside the target,
 fsyncs it and renames it over the target: a crash at any moment leaves either
 the old checkpoint or the new one, never a torn file.
+
+The trainer's policy lives here too: what a checkpoint holds
+(``trainer_state``), when an evaluation saves (``save_due``), and how a run
+starts from one (``restore``: nothing for scratch; weights, optimizer,
+progress, data position, loss scaler and random states for resume; the
+weights alone for another checkpoint).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import pickle
+import random
 import re
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import RunError, first_line
+from ..schema import SCHEMA_VERSION
 from .files import CHECKPOINT_NAME
 from .model import GPT, ModelArgs
 
@@ -202,3 +213,164 @@ def check_compatible(ckpt_args: dict, args: ModelArgs, source: str = "the checkp
         raise RunError(f"{source} was made with a different model config: " + "; ".join(diffs) +
                        ". Set those keys to the checkpoint's values to resume, or start fresh with "
                        "init_from=scratch (or another out_dir)")
+
+
+# ---------------------------------------------------------------- a run's checkpoints
+
+
+@dataclass
+class Progress:
+    """Where the run is; saved in every checkpoint."""
+
+    iter_num: int = 0
+    best_val_loss: float = math.inf
+    last_eval_iter: int = -1
+    elapsed: float = 0.0  # seconds of training, over every resume
+    last_saved_iter: int | None = None
+
+
+def trainer_state(trainer) -> dict:
+    """nanoGPT's checkpoint keys, plus what an exact resume needs. Plain types and tensors only."""
+    p = trainer.progress
+    return {
+        "model": trainer.raw_model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "model_args": trainer.args.to_dict(),
+        "iter_num": p.iter_num,
+        "best_val_loss": p.best_val_loss,
+        "config": trainer.cfg.to_dict(),
+        "env": trainer.cfg.env,
+        "meta": trainer.dataset.meta or None,  # the tokenizer travels with the weights
+        "schema_version": SCHEMA_VERSION,
+        "last_eval_iter": p.last_eval_iter,
+        "elapsed": p.elapsed,
+        "data": trainer.batches.state_dict(),
+        "scaler": trainer.scaler.state_dict() if trainer.scaler.is_enabled() else None,
+        "rng": get_rng_state(),
+    }
+
+
+def save_trainer(trainer) -> None:
+    """Every rank calls it (each one's data position and random states are gathered); rank 0 writes."""
+    ranks = trainer.group.gather({"data": trainer.batches.state_dict(), "rng": get_rng_state()})
+    if trainer.master:
+        state = trainer_state(trainer)
+        if trainer.world_size > 1:
+            state["ranks"] = ranks
+        save_checkpoint(trainer.checkpoint_path, state)
+    trainer.progress.last_saved_iter = trainer.progress.iter_num
+
+
+def save_due(trainer, improved: bool, start_iter: int) -> bool:
+    """Whether an evaluation saves: after this run's first step, when val loss improved or always_save_checkpoint."""
+    return trainer.progress.iter_num > start_iter and (improved or trainer.log_cfg.always_save_checkpoint)
+
+
+def kept_checkpoint(trainer) -> str:
+    """What a run that stops on bad numbers leaves behind, in words."""
+    saved = trainer.progress.last_saved_iter
+    if saved is None:
+        return "No checkpoint was saved by this run."
+    return f"The last good checkpoint, {trainer.checkpoint_path} (iter {saved}), is kept."
+
+
+def restore(trainer, init_from: str) -> bool:
+    """Start trainer as init_from says; True when it resumes a run (progress and all)."""
+    own = trainer.checkpoint_path
+    if init_from == "scratch":
+        if own.exists() and trainer.master and not trainer.train_cfg.eval_only:
+            trainer.say(f"note: {own} exists; this run (init_from=scratch) replaces it at its first "
+                        "checkpoint (init_from=resume would continue it)")
+        return False
+    if init_from == "resume":
+        path = own
+        if not path.exists():
+            raise RunError(f"init_from=resume but {path} does not exist (out_dir={trainer.log_cfg.out_dir}); "
+                           "point out_dir at the run to continue, or start one with init_from=scratch")
+    else:
+        path = Path(init_from).expanduser()
+        path = path / CHECKPOINT_NAME if path.is_dir() else path
+    ckpt = load_checkpoint(path, map_location="cpu")
+    _load_weights(trainer, ckpt, path)
+    if init_from == "resume" or (own.exists() and path.resolve() == own.resolve()):
+        load_trainer_state(trainer, ckpt)
+        trainer.say(f"resuming {path} at iter {trainer.progress.iter_num}")
+        return True
+    trainer.say(f"starting from the weights of {path} (iter {ckpt.get('iter_num', '?')}) "
+                "with a fresh optimizer, schedule and iter 0")
+    return False
+
+
+def _load_weights(trainer, ckpt: dict, path: Path) -> None:
+    version = ckpt.get("schema_version", SCHEMA_VERSION)
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise RunError(f"{path} was written by a newer slo (schema {version}, this one reads up to "
+                       f"{SCHEMA_VERSION}); upgrade slo")
+    if "model_args" not in ckpt:
+        raise RunError(f"{path} has no model_args, so its model cannot be checked against the config; "
+                       "use a ckpt.pt written by slo or nanoGPT")
+    check_compatible(ckpt["model_args"], trainer.args, source=str(path))
+    try:
+        trainer.raw_model.load_state_dict(clean_state_dict(ckpt["model"]))
+    except RuntimeError as e:
+        raise RunError(f"the weights in {path} do not fit the model ({first_line(e)}); "
+                       "use a checkpoint made with this model config") from None
+
+
+def load_trainer_state(trainer, ckpt: dict) -> None:
+    """Optimizer, progress, data position, loss scaler and random states of a checkpoint."""
+    try:
+        trainer.optimizer.load_state_dict(ckpt["optimizer"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise RunError(f"the checkpoint's optimizer state does not fit this model ({e}); "
+                       "start with init_from=scratch, or finetune with init_from=PATH") from None
+    trainer.progress = Progress(
+        iter_num=int(ckpt.get("iter_num", 0)),
+        best_val_loss=float(ckpt.get("best_val_loss", math.inf)),
+        last_eval_iter=int(ckpt.get("last_eval_iter", -1)),
+        elapsed=float(ckpt.get("elapsed", 0.0)),
+        last_saved_iter=int(ckpt.get("iter_num", 0)),
+    )
+    own = _own_rank_state(trainer, ckpt)
+    if "data" in own:
+        trainer.batches.load_state_dict(own["data"])
+    if ckpt.get("scaler") and trainer.scaler.is_enabled():
+        trainer.scaler.load_state_dict(ckpt["scaler"])
+    if "rng" in own:
+        set_rng_state(own["rng"])
+
+
+def _own_rank_state(trainer, ckpt: dict) -> dict:
+    """This rank's data position and random states: from ``ranks`` in a data-parallel checkpoint,
+    else the top-level ones (rank 0's). A rank the checkpoint has none for starts afresh."""
+    ranks = ckpt.get("ranks") or [{k: ckpt[k] for k in ("data", "rng") if k in ckpt}]
+    if len(ranks) != trainer.world_size:
+        trainer.say(f"note: the checkpoint was written by {len(ranks)} process(es) and this run has "
+                    f"{trainer.world_size}: the data streams of the ranks differ from an uninterrupted run's")
+    return ranks[trainer.rank] if trainer.rank < len(ranks) else {}
+
+
+def get_rng_state() -> dict:
+    """Every random state a step can draw from, as tensors and plain values."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state["numpy"] = (kind, keys.tolist(), int(pos), int(has_gauss), float(cached))
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    try:
+        torch.set_rng_state(state["torch"].cpu())
+        if state.get("python") is not None:
+            version, internal, gauss = state["python"]
+            random.setstate((version, tuple(internal), gauss))
+        if state.get("numpy") is not None:
+            kind, keys, pos, has_gauss, cached = state["numpy"]
+            np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        if state.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]][:torch.cuda.device_count()])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise RunError(f"the checkpoint's random states cannot be restored ({e}); "
+                       "start with init_from=scratch, or finetune with init_from=PATH") from None

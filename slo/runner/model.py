@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Iterator
 
 import torch
@@ -18,35 +18,16 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import RunError
-from ..schema import KEYS
+from ..schema import KEYS, SECTION_KEYS
 
 
-def _default(key: str):
-    return field(default=KEYS[key].default)
+DEFAULT_VOCAB_SIZE = 50304  # nanoGPT's GPT-2 vocabulary padded to a multiple of 64
+# The keys that shape the network: every MODEL and ADVANCED key, and the context length.
+SHAPE_KEYS = SECTION_KEYS["MODEL"] + SECTION_KEYS["ADVANCED"] + ("block_size",)
 
 
-@dataclass(frozen=True)
-class ModelArgs:
-    """Everything that shapes the network. ``n_kv_head`` None resolves to ``n_head``."""
-
-    n_layer: int = _default("n_layer")
-    n_head: int = _default("n_head")
-    n_embd: int = _default("n_embd")
-    n_kv_head: int | None = None
-    vocab_size: int = 50304
-    block_size: int = _default("block_size")
-    dropout: float = _default("dropout")
-    bias: bool = _default("bias")
-    use_rope: bool = _default("use_rope")
-    use_rmsnorm: bool = _default("use_rmsnorm")
-    use_swiglu: bool = _default("use_swiglu")
-    rope_theta: float = _default("rope_theta")
-    tie_weights: bool = _default("tie_weights")
-    norm_eps: float = _default("norm_eps")
-    init_std: float = _default("init_std")
-    mlp_ratio: float = _default("mlp_ratio")
-    qk_norm: bool = _default("qk_norm")
-    activation_checkpointing: bool = _default("activation_checkpointing")
+class _Shape:
+    """The methods of ModelArgs, whose fields are the schema's SHAPE_KEYS (made below)."""
 
     def __post_init__(self):
         if self.n_kv_head is None:
@@ -89,15 +70,7 @@ class ModelArgs:
     def from_config(cls, cfg, vocab_size: int) -> "ModelArgs":
         """From a resolved ``slo.Config``; ``vocab_size`` is the resolved vocabulary
         (the config's when set, else the dataset's)."""
-        model, adv = cfg.model, cfg.advanced
-        return cls(
-            n_layer=model.n_layer, n_head=model.n_head, n_embd=model.n_embd, n_kv_head=adv.n_kv_head,
-            vocab_size=vocab_size, block_size=cfg["block_size"], dropout=model.dropout, bias=model.bias,
-            use_rope=model.use_rope, use_rmsnorm=model.use_rmsnorm, use_swiglu=model.use_swiglu,
-            rope_theta=adv.rope_theta, tie_weights=adv.tie_weights, norm_eps=adv.norm_eps,
-            init_std=adv.init_std, mlp_ratio=adv.mlp_ratio, qk_norm=adv.qk_norm,
-            activation_checkpointing=adv.activation_checkpointing,
-        )
+        return cls(**{**{name: cfg[name] for name in SHAPE_KEYS}, "vocab_size": vocab_size})
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelArgs":
@@ -116,6 +89,19 @@ class ModelArgs:
     def to_dict(self) -> dict:
         """Plain types only, for a checkpoint's ``model_args``."""
         return dataclasses.asdict(self)
+
+
+def _shape_field(key: str) -> tuple:
+    if key == "vocab_size":  # None in a config means "from the dataset"; a model has a number
+        return key, int, field(default=DEFAULT_VOCAB_SIZE)
+    spec = KEYS[key]
+    return key, spec.type | None if spec.optional else spec.type, field(default=spec.default)
+
+
+ModelArgs = dataclasses.make_dataclass("ModelArgs", [_shape_field(k) for k in SHAPE_KEYS], bases=(_Shape,),
+                                       frozen=True)
+ModelArgs.__module__ = __name__  # pickled by reference, like a class written out
+ModelArgs.__doc__ = "Everything that shapes the network, one field per shape key. ``n_kv_head`` None resolves to ``n_head``."
 
 
 def make_norm(args: ModelArgs, dim: int) -> nn.Module:

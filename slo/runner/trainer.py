@@ -1,12 +1,12 @@
-"""The training loop, in named steps.
+"""The trainer: the parts a config asks for, and the training loop that drives them.
 
-``Trainer(cfg)`` builds the parts a resolved config asks for (device, data,
-model, optimizer, schedule) and restores a checkpoint when ``init_from`` says
-so; ``train()`` runs the loop. One step is ``next_batch`` and
-``forward_backward`` per micro-step, then ``optimizer_step``; ``evaluate``
-measures train and val loss on fixed batches; ``state_dict`` is what a
-checkpoint holds. The trainer knows its rank and world size so data-parallel
-training can wrap it; rank 0 (the master) logs and saves.
+``Trainer(cfg)`` builds the device, data, model, optimizer and schedule, and
+starts from a checkpoint when ``init_from`` says so (slo.runner.checkpoint
+holds that policy). ``train()`` is the loop, in one place: stop when asked,
+evaluate (and save) when due, then one step: the learning rate for it, its
+micro-batches, forward and backward on each, clip, check, update, log. The
+trainer knows its rank and world size so data-parallel training can wrap it;
+rank 0 (the master) logs and saves.
 """
 
 from __future__ import annotations
@@ -22,38 +22,24 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .. import dumps
-from ..errors import RunError, first_line
-from ..schema import SCHEMA_VERSION
-from .files import CHECKPOINT_NAME, CONFIG_JSON, EXPLAIN_NAME, ORIGINS_JSON
-from .checkpoint import check_compatible, clean_state_dict, load_checkpoint, save_checkpoint
+from ..errors import RunError
 from .batches import Batches
+from .checkpoint import Progress, kept_checkpoint, restore, save_due, save_trainer, trainer_state
 from .corpus import ensure_builtin
 from .dataset import META_JSON, open_dataset
 from .device import (autocast, compile_failure_message, configure_backends, maybe_compile, memory_mb,
                      peak_flops, pick_device, pick_dtype)
-from .parallel import check_world, collectives, compile_failure_in_group, rank_device
+from .files import CHECKPOINT_NAME, CONFIG_JSON, EXPLAIN_NAME, ORIGINS_JSON
 from .metrics import RunLog, console_print, format_eval_line, format_train_line
-from .model import GPT, ModelArgs
+from .model import DEFAULT_VOCAB_SIZE, GPT, ModelArgs
 from .optim import Schedule, make_optimizer, set_lr
+from .parallel import check_world, collectives, compile_failure_in_group, rank_device
 
-DEFAULT_VOCAB_SIZE = 50304  # nanoGPT's GPT-2 vocabulary padded to a multiple of 64
 EVAL_SEED_OFFSET = 1_000_003  # evaluation batches get their own stream, the same at every evaluation
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-@dataclass
-class Progress:
-    """Where the run is; saved in every checkpoint."""
-
-    iter_num: int = 0
-    best_val_loss: float = math.inf
-    last_eval_iter: int = -1
-    elapsed: float = 0.0  # seconds of training, over every resume
-    last_saved_iter: int | None = None
 
 
 @dataclass(frozen=True)
@@ -108,9 +94,9 @@ class Trainer:
                                self.device, seed=self.train_cfg.seed, rank=rank, vocab_size=vocab_size,
                                name=f"{self.dataset.path}'s train split")
         self.progress = Progress()
-        self.resumed = False
         self._peak_flops: float | None = None
-        self._restore(self.train_cfg.init_from)
+        self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
+        self.resumed = restore(self, self.train_cfg.init_from)
         if world_size == 1 and (cfg.ddp.nproc_per_node or 1) > 1:
             self.say(f"note: nproc_per_node={cfg.ddp.nproc_per_node} is not used by this trainer: one process "
                      f"runs all {accumulation} micro-steps of each step (slo train starts the processes)")
@@ -139,112 +125,14 @@ class Trainer:
             f"data: {self.dataset.path}: {len(self.dataset.train):,} train tokens, {len(self.dataset.val):,} val tokens",
         ))
 
-    # ------------------------------------------------------------ checkpoints in
-
-    def _restore(self, init_from: str) -> None:
-        """Nothing for scratch; everything for resume; the weights alone for another checkpoint."""
-        own = self.out_dir / CHECKPOINT_NAME
-        if init_from == "scratch":
-            if own.exists() and self.master and not self.train_cfg.eval_only:
-                self.say(f"note: {own} exists; this run (init_from=scratch) replaces it at its first "
-                         "checkpoint (init_from=resume would continue it)")
-            return
-        if init_from == "resume":
-            path = own
-            if not path.exists():
-                raise RunError(f"init_from=resume but {path} does not exist (out_dir={self.log_cfg.out_dir}); "
-                               "point out_dir at the run to continue, or start one with init_from=scratch")
-        else:
-            path = Path(init_from).expanduser()
-            path = path / CHECKPOINT_NAME if path.is_dir() else path
-        ckpt = load_checkpoint(path, map_location="cpu")
-        version = ckpt.get("schema_version", SCHEMA_VERSION)
-        if isinstance(version, int) and version > SCHEMA_VERSION:
-            raise RunError(f"{path} was written by a newer slo (schema {version}, this one reads up to "
-                           f"{SCHEMA_VERSION}); upgrade slo")
-        if "model_args" not in ckpt:
-            raise RunError(f"{path} has no model_args, so its model cannot be checked against the config; "
-                           "use a ckpt.pt written by slo or nanoGPT")
-        check_compatible(ckpt["model_args"], self.args, source=str(path))
-        try:
-            self.raw_model.load_state_dict(clean_state_dict(ckpt["model"]))
-        except RuntimeError as e:
-            raise RunError(f"the weights in {path} do not fit the model ({first_line(e)}); "
-                           "use a checkpoint made with this model config") from None
-        if init_from == "resume" or (own.exists() and path.resolve() == own.resolve()):
-            self.load_state_dict(ckpt)
-            self.resumed = True
-            self.say(f"resuming {path} at iter {self.progress.iter_num}")
-        else:
-            self.say(f"starting from the weights of {path} (iter {ckpt.get('iter_num', '?')}) "
-                     "with a fresh optimizer, schedule and iter 0")
-
-    def load_state_dict(self, ckpt: dict) -> None:
-        """Optimizer, progress, data position, loss scaler and random states of a checkpoint."""
-        try:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-        except (KeyError, ValueError, RuntimeError) as e:
-            raise RunError(f"the checkpoint's optimizer state does not fit this model ({e}); "
-                           "start with init_from=scratch, or finetune with init_from=PATH") from None
-        self.progress = Progress(
-            iter_num=int(ckpt.get("iter_num", 0)),
-            best_val_loss=float(ckpt.get("best_val_loss", math.inf)),
-            last_eval_iter=int(ckpt.get("last_eval_iter", -1)),
-            elapsed=float(ckpt.get("elapsed", 0.0)),
-            last_saved_iter=int(ckpt.get("iter_num", 0)),
-        )
-        own = self._own_rank_state(ckpt)
-        if "data" in own:
-            self.batches.load_state_dict(own["data"])
-        if ckpt.get("scaler") and self.scaler.is_enabled():
-            self.scaler.load_state_dict(ckpt["scaler"])
-        if "rng" in own:
-            set_rng_state(own["rng"])
-
-    def _own_rank_state(self, ckpt: dict) -> dict:
-        """This rank's data position and random states: from ``ranks`` in a data-parallel checkpoint,
-        else the top-level ones (rank 0's). A rank the checkpoint has none for starts afresh."""
-        ranks = ckpt.get("ranks") or [{k: ckpt[k] for k in ("data", "rng") if k in ckpt}]
-        if len(ranks) != self.world_size:
-            self.say(f"note: the checkpoint was written by {len(ranks)} process(es) and this run has "
-                     f"{self.world_size}: the data streams of the ranks differ from an uninterrupted run's")
-        return ranks[self.rank] if self.rank < len(ranks) else {}
-
-    # ------------------------------------------------------------ checkpoints out
+    # ------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict:
-        """nanoGPT's checkpoint keys, plus what an exact resume needs. Plain types and tensors only."""
-        p = self.progress
-        return {
-            "model": self.raw_model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "model_args": self.args.to_dict(),
-            "iter_num": p.iter_num,
-            "best_val_loss": p.best_val_loss,
-            "config": self.cfg.to_dict(),
-            "env": self.cfg.env,
-            "meta": self.dataset.meta or None,  # the tokenizer travels with the weights
-            "schema_version": SCHEMA_VERSION,
-            "last_eval_iter": p.last_eval_iter,
-            "elapsed": p.elapsed,
-            "data": self.batches.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "rng": get_rng_state(),
-        }
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.out_dir / CHECKPOINT_NAME
+        """What a checkpoint of this run holds now."""
+        return trainer_state(self)
 
     def save(self) -> None:
-        """Every rank calls it (each one's data position and random states are gathered); rank 0 writes."""
-        ranks = self.group.gather({"data": self.batches.state_dict(), "rng": get_rng_state()})
-        if self.master:
-            state = self.state_dict()
-            if self.world_size > 1:
-                state["ranks"] = ranks
-            save_checkpoint(self.checkpoint_path, state)
-        self.progress.last_saved_iter = self.progress.iter_num
+        save_trainer(self)
 
     def write_run_files(self) -> None:
         """The resolved config (flat JSON, its origins as JSON, explained for people) and the dataset's meta."""
@@ -268,6 +156,11 @@ class Trainer:
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.batches.next()
 
+    def step_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The micro-batches of one step, fetched before its forward and backward passes."""
+        with self.timer("data"):
+            return [self.next_batch() for _ in range(self.micro_steps)]
+
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One micro-step: loss of (x, y), gradients of loss / micro_steps added to .grad.
         Returns the unscaled loss, detached."""
@@ -288,14 +181,14 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def train_step(self) -> float:
-        """One optimizer step at progress.iter_num: accumulate, clip, check, step. Returns the mean loss.
+    def train_step(self, lr: float, batches: list) -> float:
+        """One optimizer step at lr over batches: accumulate, clip, check, step. Returns the mean loss.
 
         A non-finite loss (or gradient norm, without a loss scaler) raises RunError before the
         weights change, so nothing bad is ever saved.
         """
-        set_lr(self.optimizer, self.schedule(self.progress.iter_num))
-        losses = self._guarded("train", self._accumulate)
+        set_lr(self.optimizer, lr)
+        losses = self._guarded("train", lambda: self._accumulate(batches))
         with self.timer("optimizer"):
             norm = self.clip_gradients()
             checked = torch.stack(losses).mean().float()
@@ -307,34 +200,26 @@ class Trainer:
             if not all(math.isfinite(v) for v in values):
                 what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {values[1]}"
                 raise RunError(f"{what} at iter {self.progress.iter_num}; the run stopped before updating the "
-                               f"weights. {self._kept_checkpoint()} Try a lower learning_rate, a longer "
+                               f"weights. {kept_checkpoint(self)} Try a lower learning_rate, a longer "
                                "warmup_iters, grad_clip=1.0, or dtype=bfloat16/float32 instead of float16")
             self.optimizer_step()
         return loss
 
-    def _accumulate(self) -> list[torch.Tensor]:
+    def _accumulate(self, batches: list) -> list[torch.Tensor]:
         losses = []
-        for micro in range(self.micro_steps):
-            with self.timer("data"):
-                x, y = self.next_batch()
+        for micro, (x, y) in enumerate(batches):
             # DDP averages gradients across ranks in the backward of the last micro-step only
-            self.group.sync_gradients(self.train_model, micro == self.micro_steps - 1)
+            self.group.sync_gradients(self.train_model, micro == len(batches) - 1)
             with self.timer("forward_backward"):
                 losses.append(self.forward_backward(x, y))
         return losses
 
-    def _kept_checkpoint(self) -> str:
-        saved = self.progress.last_saved_iter
-        if saved is None:
-            return "No checkpoint was saved by this run."
-        return f"The last good checkpoint, {self.checkpoint_path} (iter {saved}), is kept."
-
     def _guarded(self, mode: str, step):
         """step(), and when it is the first compiled call in this mode and compilation fails,
-        a message and step() again without torch.compile, from the same batches."""
+        a message and step() again without torch.compile, on the same batches and random state."""
         if self.model is self.raw_model or mode in self._compile_proven:
             return step()
-        data_state, rng_state = self.batches.state_dict(), torch.get_rng_state()
+        rng_state = torch.get_rng_state()
         try:
             result = step()
         except (RunError, KeyboardInterrupt):
@@ -345,7 +230,6 @@ class Trainer:
             self.say(compile_failure_message(e))
             self.model = self.train_model = self.raw_model
             self.optimizer.zero_grad(set_to_none=True)
-            self.batches.load_state_dict(data_state)
             torch.set_rng_state(rng_state)
             return step()
         self._compile_proven.add(mode)
@@ -383,7 +267,7 @@ class Trainer:
         bad = {k: v for k, v in out.items() if not math.isfinite(v)}
         if bad:
             raise RunError(f"the {' and '.join(bad)} loss is {list(bad.values())[0]} at the evaluation of iter "
-                           f"{self.progress.iter_num}; nothing was saved. {self._kept_checkpoint()} "
+                           f"{self.progress.iter_num}; nothing was saved. {kept_checkpoint(self)} "
                            "Try a lower learning_rate or dtype=float32")
         return out
 
@@ -392,20 +276,37 @@ class Trainer:
     def train(self) -> TrainResult:
         """Run to max_iters (or evaluate once with eval_only); a stop signal saves and returns early."""
         if self.train_cfg.eval_only:
-            losses = self.evaluate()
-            if losses is not None:
-                self.say(format_eval_line({"iter": self.progress.iter_num, "train_loss": losses["train"],
-                                           "val_loss": losses["val"]}))
-            val = losses["val"] if losses else math.inf
-            return TrainResult(self.progress.iter_num, val, None)
-        if self.master:
-            self.write_run_files()
-            self.log = RunLog(self.out_dir, self.log_cfg, flat_config=self.cfg.to_dict(), stream=self.stream,
-                              resume_iter=self.progress.iter_num if self.resumed else None)
-            self.say(self.describe())
+            return self._evaluate_once()
+        self._open_run()
+        p, log_cfg, max_iters = self.progress, self.log_cfg, self.train_cfg.max_iters
+        start_iter, loss = p.iter_num, None
+        clock = time.perf_counter() - p.elapsed  # p.elapsed = now - clock
+        interval_start, interval_iters = time.perf_counter(), 0
         previous = self._catch_stop_signals()
         try:
-            return self._loop()
+            while True:
+                p.elapsed = time.perf_counter() - clock
+                if self._stop_requested():
+                    return self._stop(start_iter, loss)
+                if (p.iter_num % log_cfg.eval_interval == 0 or p.iter_num == max_iters) and p.last_eval_iter != p.iter_num:
+                    losses = self.evaluate()
+                    if losses is None:
+                        continue  # a stop signal arrived meanwhile: saved above
+                    self._after_eval(losses, start_iter, clock)
+                    interval_start, interval_iters = time.perf_counter(), 0
+                if p.iter_num >= max_iters:
+                    return TrainResult(p.iter_num, p.best_val_loss, loss)
+                if self._stop_requested():  # arrived after the evaluation: save before another step
+                    continue
+                lr = self.schedule(p.iter_num)
+                loss = self.train_step(lr, self.step_batches())
+                p.iter_num += 1
+                interval_iters += 1
+                self.log.advance(loss)
+                if (p.iter_num - 1) % log_cfg.log_interval == 0 or p.iter_num == max_iters:
+                    self._log_step(p.iter_num - 1, loss, lr, time.perf_counter() - interval_start, interval_iters,
+                                   time.perf_counter() - clock)
+                    interval_start, interval_iters = time.perf_counter(), 0
         except torch.cuda.OutOfMemoryError:
             raise RunError(f"out of memory on {self.device} at batch_size={self.data_cfg.batch_size}, "
                            f"block_size={self.data_cfg.block_size}: lower batch_size (and raise "
@@ -415,45 +316,34 @@ class Trainer:
                 signal.signal(signum, handler)
             self.log.close()
 
-    def _loop(self) -> TrainResult:
-        p, log_cfg = self.progress, self.log_cfg
-        max_iters, start_iter = self.train_cfg.max_iters, p.iter_num
-        self.log.open_bar(max_iters, start_iter)
-        clock = time.perf_counter() - p.elapsed  # p.elapsed = now - clock
-        interval_start, interval_iters = time.perf_counter(), 0
-        loss = None
-        while True:
-            p.elapsed = time.perf_counter() - clock
-            if self._stop_requested():
-                name = signal.Signals(self.stop_signal).name
-                if p.iter_num > start_iter:
-                    if p.last_saved_iter != p.iter_num:
-                        self.save()
-                    self.say(f"{name}: saved {self.checkpoint_path} at iter {p.iter_num}; "
-                             "init_from=resume continues the run")
-                else:
-                    self.say(f"{name}: stopped at iter {p.iter_num} before any step; nothing to save")
-                return TrainResult(p.iter_num, p.best_val_loss, loss, self.stop_signal)
-            if (p.iter_num % log_cfg.eval_interval == 0 or p.iter_num == max_iters) and p.last_eval_iter != p.iter_num:
-                losses = self.evaluate()
-                if losses is None:
-                    continue  # stopped meanwhile: save above
-                self._after_eval(losses, start_iter, clock)
-                interval_start, interval_iters = time.perf_counter(), 0
-            if p.iter_num >= max_iters:
-                return TrainResult(p.iter_num, p.best_val_loss, loss)
-            if self._stop_requested():  # arrived after the evaluation: save before another step
-                continue
-            lr = self.schedule(p.iter_num)
-            loss = self.train_step()
-            p.iter_num += 1
-            interval_iters += 1
-            self.log.advance(loss)
-            step = p.iter_num - 1
-            if step % log_cfg.log_interval == 0 or p.iter_num == max_iters:
-                seconds = time.perf_counter() - interval_start
-                self._log_step(step, loss, lr, seconds, interval_iters, time.perf_counter() - clock)
-                interval_start, interval_iters = time.perf_counter(), 0
+    def _evaluate_once(self) -> TrainResult:
+        losses = self.evaluate()
+        if losses is not None:
+            self.say(format_eval_line({"iter": self.progress.iter_num, "train_loss": losses["train"],
+                                       "val_loss": losses["val"]}))
+        return TrainResult(self.progress.iter_num, losses["val"] if losses else math.inf, None)
+
+    def _open_run(self) -> None:
+        """Rank 0 writes the run's files, opens its log and describes the run."""
+        if not self.master:
+            return
+        self.write_run_files()
+        self.log = RunLog(self.out_dir, self.log_cfg, flat_config=self.cfg.to_dict(), stream=self.stream,
+                          resume_iter=self.progress.iter_num if self.resumed else None)
+        self.say(self.describe())
+        self.log.open_bar(self.train_cfg.max_iters, self.progress.iter_num)
+
+    def _stop(self, start_iter: int, loss: float | None) -> TrainResult:
+        """A stop signal reached a rank: save what this run did, say so, and return."""
+        p = self.progress
+        name = signal.Signals(self.stop_signal).name
+        if p.iter_num > start_iter:
+            if p.last_saved_iter != p.iter_num:
+                self.save()
+            self.say(f"{name}: saved {self.checkpoint_path} at iter {p.iter_num}; init_from=resume continues the run")
+        else:
+            self.say(f"{name}: stopped at iter {p.iter_num} before any step; nothing to save")
+        return TrainResult(p.iter_num, p.best_val_loss, loss, self.stop_signal)
 
     def _stop_requested(self) -> bool:
         """Whether a stop signal reached this process or, in a data-parallel run, any rank. A collective:
@@ -472,7 +362,7 @@ class Trainer:
                "val_loss": losses["val"], "lr": self.schedule(p.iter_num), "time": time.perf_counter() - clock}
         self.log.record(rec)
         line = format_eval_line(rec)
-        if p.iter_num > start_iter and (improved or self.log_cfg.always_save_checkpoint):
+        if save_due(self, improved, start_iter):
             p.elapsed = time.perf_counter() - clock
             self.save()
             line += f" | saved {self.checkpoint_path}"
@@ -511,29 +401,3 @@ class Trainer:
 
 def no_timer(phase: str):
     return contextlib.nullcontext()
-
-
-def get_rng_state() -> dict:
-    """Every random state a step can draw from, as tensors and plain values."""
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state["numpy"] = (kind, keys.tolist(), int(pos), int(has_gauss), float(cached))
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    try:
-        torch.set_rng_state(state["torch"].cpu())
-        if state.get("python") is not None:
-            version, internal, gauss = state["python"]
-            random.setstate((version, tuple(internal), gauss))
-        if state.get("numpy") is not None:
-            kind, keys, pos, has_gauss, cached = state["numpy"]
-            np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-        if state.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]][:torch.cuda.device_count()])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise RunError(f"the checkpoint's random states cannot be restored ({e}); "
-                       "start with init_from=scratch, or finetune with init_from=PATH") from None
