@@ -96,6 +96,8 @@ def test_a_run_writes_config_meta_metrics_and_checkpoint(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text()) == json.loads(slo.dumps(cfg, "json"))
     explain = (out / "config.explain.txt").read_text()
     assert "max_iters = 5" in explain and "# cli" in explain
+    origins = json.loads((out / "config.origins.json").read_text())
+    assert origins == cfg.origins() and origins["max_iters"][0] == "cli"
     assert json.loads((out / "meta.json").read_text()) == {"tokenizer": "byte", "vocab_size": 256}
     train, val = metrics(out)
     assert sorted(train) == [0, 1, 2, 3, 4] and sorted(val) == [0, 4, 5]
