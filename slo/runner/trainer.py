@@ -288,10 +288,10 @@ class Trainer:
                 p.elapsed = time.perf_counter() - clock
                 if self._stop_requested():
                     return self._stop(start_iter, loss)
-                if (p.iter_num % log_cfg.eval_interval == 0 or p.iter_num == max_iters) and p.last_eval_iter != p.iter_num:
+                if self._eval_due():
                     losses = self.evaluate()
                     if losses is None:
-                        continue  # a stop signal arrived meanwhile: saved above
+                        continue  # a stop signal arrived during it: the check above saves
                     self._after_eval(losses, start_iter, clock)
                     interval_start, interval_iters = time.perf_counter(), 0
                 if p.iter_num >= max_iters:
@@ -315,6 +315,12 @@ class Trainer:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self.log.close()
+
+    def _eval_due(self) -> bool:
+        """At every eval_interval-th iteration and the last one, once each."""
+        p = self.progress
+        due = p.iter_num % self.log_cfg.eval_interval == 0 or p.iter_num == self.train_cfg.max_iters
+        return due and p.last_eval_iter != p.iter_num
 
     def _evaluate_once(self) -> TrainResult:
         losses = self.evaluate()
