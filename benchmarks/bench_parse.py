@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import slo  # noqa: E402
 from slo import _parser_py, resolve  # noqa: E402
+from slo.formats import config_lang  # noqa: E402
 from slo.schema import SECTION_KEYS  # noqa: E402
 from slo.tokenizer import EXTENSION_LOADED  # noqa: E402
 
@@ -102,13 +103,14 @@ def large_config(lines: int) -> str:
 
 
 def with_python_tokenizer(fn):
+    """fn with the Python twin's read (the .config reader's) and type_values (the resolver's)."""
     def run():
-        saved = resolve.read, resolve.type_values
-        resolve.read, resolve.type_values = _parser_py.read, _parser_py.type_values
+        saved = config_lang.read, resolve.type_values
+        config_lang.read, resolve.type_values = _parser_py.read, _parser_py.type_values
         try:
             return fn()
         finally:
-            resolve.read, resolve.type_values = saved
+            config_lang.read, resolve.type_values = saved
     return run
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
 from .schema import KEYS, SECTION_KEYS, SECTIONS, format_value
+from .source import CLI_PATH
+from .statements import LINE, OVERRIDDEN, VALUE, VALUE_COL
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class Config(Mapping):
         # Set through the slots' own descriptors (__setattr__ refuses): object.__setattr__ is slower.
         _set_values(self, values)
         _set_env(self, env)
-        # key (or "ENV.NAME") -> (item, path, previous entry or None); absent: default
+        # key (or "ENV.NAME") -> its provenance entry (slo.statements); absent: default
         _set_provenance(self, provenance)
         _set_sections(self, {})
         _set_warnings(self, list(warnings))
@@ -166,11 +168,11 @@ def _origin(entry) -> Origin:
     entries = []  # newest first; built oldest first below, without recursion (chains can be long)
     while entry is not None:
         entries.append(entry)
-        entry = entry[2]
+        entry = entry[OVERRIDDEN]
     origin = None
     for item, path, _ in reversed(entries):
-        kind = "cli" if path == "<command line>" else "file"
-        line, col = (item[2], item[4]) if item[2] else (0, 0)
-        text = item[1] if type(item[1]) is str else format_value(item[1])
+        kind = "cli" if path == CLI_PATH else "file"
+        line, col = (item[LINE], item[VALUE_COL]) if item[LINE] else (0, 0)
+        text = item[VALUE] if type(item[VALUE]) is str else format_value(item[VALUE])
         origin = Origin(kind, path, line, col, text, origin)
     return origin

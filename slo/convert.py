@@ -33,12 +33,13 @@ from dataclasses import dataclass
 from .command import EXIT_CONFIG_ERROR, EXIT_INTERRUPTED, EXIT_RUN_ERROR, print_warnings, report_config_error
 from .config import Config
 from .errors import ConfigError, RunError
-from .resolve import Source, _locate, _reader, load, load_with_files
-from .formats import config_lang, legacy_py, toml
+from .formats import FORMATS
 from .formats.comments import Comments
 from .formats.document import Document, Interpolated, from_config
-
-FORMATS = {".config": config_lang, ".toml": toml, ".py": legacy_py}  # each reads comments and writes
+from .paths import base_paths, locate, written_path
+from .resolve import load, load_with_files
+from .source import Source
+from .statements import KEY, QUOTE, VALUE, is_interpolated
 
 
 class UsageError(ValueError):
@@ -87,11 +88,11 @@ def plan(inputs: list[str], output: str, to: str | None = None) -> list[Conversi
                              if len(inputs) == 1 else "Give --to config, toml or py for the files in the folder")
         pairs = []
         for path in inputs:
-            stem = os.path.splitext(os.path.basename(_locate(path)[0]))[0]
+            stem = os.path.splitext(os.path.basename(locate(path)[0]))[0]
             pairs.append((path, os.path.join(output, stem + to_ext)))
     conversions = []
     for path, out in pairs:
-        display, real = _locate(path)
+        display, real = locate(path)
         conversions.append(Conversion(display, out, real, os.path.abspath(os.path.expanduser(out))))
     outs: dict[str, str] = {}
     for c in conversions:  # an output among the files read is refused once they are known, in convert()
@@ -105,24 +106,19 @@ def plan(inputs: list[str], output: str, to: str | None = None) -> list[Conversi
 
 def _own_value(item: tuple, final):
     """An item's value as the output keeps it: its interpolation if it has one, else the final value."""
-    raw = item[1]
-    if type(raw) is str and item[6] != 2 and "$" in raw:
-        return Interpolated(raw)
+    if is_interpolated(item[VALUE], item[QUOTE]):
+        return Interpolated(item[VALUE])
     return final
 
 
 def _base_real(item: tuple, c: Conversion) -> str:
     """The real path of a base, found as the resolver finds it."""
-    written = os.path.expanduser(item[0])
-    real = os.path.normpath(os.path.join(os.path.dirname(c.real_input), written))
-    if not os.path.splitext(written)[1] and not os.path.exists(real):
-        real += ".config"
-    return real
+    return base_paths(item, os.path.dirname(c.real_input))[1]
 
 
 def _base_path(item: tuple, c: Conversion, converted: dict[str, str]) -> str:
     """A base's path as written in the output (relative to the output's folder)."""
-    written = item[0]
+    written = written_path(item)
     real = _base_real(item, c)
     target = converted.get(real)
     if target is None:
@@ -141,7 +137,7 @@ def read_input(c: Conversion) -> None:
     except (OSError, UnicodeDecodeError) as e:  # it loaded a moment ago
         raise RunError(f"Cannot read {c.input}: {e}") from None
     if ext != ".py":
-        c.source = _reader(ext)(c.text, c.input)
+        c.source = FORMATS[ext].read(c.text, c.input)
 
 
 def document(c: Conversion, converted: dict[str, str], flatten: bool) -> Document:
@@ -156,8 +152,8 @@ def document(c: Conversion, converted: dict[str, str], flatten: bool) -> Documen
         doc.comments = comments
         return doc
     src = c.source
-    values = {item[0]: _own_value(item, cfg[item[0]]) for item in src.sets}
-    env = {item[0]: _own_value(item, cfg.env[item[0]]) for item in src.env}
+    values = {item[KEY]: _own_value(item, cfg[item[KEY]]) for item in src.sets}
+    env = {item[KEY]: _own_value(item, cfg.env[item[KEY]]) for item in src.env}
     bases = [_base_path(item, c, converted) for item in src.bases]
     return Document(values, env, bases, comments)
 

@@ -1,29 +1,16 @@
-"""Writing a resolved Config out: .config and flat JSON here, TOML and .py in slo.formats."""
+"""Writing a resolved Config out: the compact .config of ``slo show`` and flat JSON here,
+TOML and .py by their writers in slo.formats."""
 
 from __future__ import annotations
 
 import json
 
-from .schema import KEYS, SECTION_KEYS, SECTIONS, format_value
+from .formats import FORMATS
+from .formats.config_lang import config_value, quote
+from .formats.document import from_config
+from .schema import SECTION_KEYS, SECTIONS
 
-FORMATS = ("config", "toml", "py", "json")
-_NOT_BARE = frozenset(" \t\r\f\v\n\"'$\\")
-
-
-def quote(value: str) -> str:
-    """value as a .config word: bare when it can be, else quoted so it reads back unchanged."""
-    if value and value[0] != "#" and _NOT_BARE.isdisjoint(value):
-        return value
-    if "'" not in value and "\n" not in value and "\r" not in value:
-        return f"'{value}'"  # single quotes: no escapes and no interpolation
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t").replace("$", "\\$")
-    return f'"{escaped}"'
-
-
-def config_value(key: str, value) -> str:
-    if KEYS[key].type is str and value is not None:
-        return quote(value)
-    return format_value(value)
+FORMAT_NAMES = ("config", "toml", "py", "json")
 
 
 def selected(config, only_set: bool) -> dict[str, list[str]]:
@@ -43,13 +30,9 @@ def dumps(config, format: str = "config", *, only_set: bool = False, bases=()) -
         flat = config.to_dict()
         flat.update({"ENV." + k: v for k, v in config.env.items()})
         return json.dumps(flat, indent=2) + "\n"
-    if format == "toml":
-        from .formats.toml import dump
-        return dump(config, only_set=only_set, bases=bases)
-    if format == "py":
-        from .formats.legacy_py import dump
-        return dump(config, only_set=only_set)
-    raise ValueError(f"Unknown format {format!r}; use one of {', '.join(FORMATS)}")
+    if format in ("toml", "py"):
+        return FORMATS["." + format].write(from_config(config, only_set, bases))
+    raise ValueError(f"Unknown format {format!r}; use one of {', '.join(FORMAT_NAMES)}")
 
 
 def _statement(directive: str, pairs: list[str]) -> str:

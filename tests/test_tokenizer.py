@@ -16,7 +16,7 @@ import pytest
 import slo
 import slo.tokenizer
 from slo import ConfigError
-from slo.resolve import read_config
+from slo.formats.config_lang import read_config
 
 BARE, DOUBLE, SINGLE = 0, 1, 2
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from ..statements import normalize
+
 # (name, first line, last line, column one past its end on the last line), in file order.
 Anchor = tuple[str, int, int, int]
 
@@ -37,8 +39,8 @@ class Comments:
 
 
 def source_lines(text: str) -> list[str]:
-    """The lines of a config text, as every reader counts them (BOM and \\r\\n removed)."""
-    return text.lstrip("\ufeff").replace("\r\n", "\n").split("\n")
+    """The lines of a config text, as every reader counts them (see statements.normalize)."""
+    return normalize(text).split("\n")
 
 
 def comment_text(line: str) -> str | None:

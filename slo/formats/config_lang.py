@@ -1,25 +1,44 @@
-""".config files as a converter sees them: reading their comments, writing them with comments.
+""".config files: read into a Source, their comments read, written with comments.
 
-Reading values is slo.resolve.read_config. The writer makes the same text as
-``slo show`` (one statement per directive, continued with ``\\``), and puts
-comments back: a comment line above a key goes above its statement or, inside
-a continued statement, on a line of its own (the tokenizer skips those); a
-trailing comment ends its statement, and the next key starts a new one.
+The writer makes the same text as ``slo show`` (one statement per directive,
+continued with ``\\``), and puts comments back: a comment line above a key
+goes above its statement or, inside a continued statement, on a line of its
+own (the tokenizer skips those); a trailing comment ends its statement, and
+the next key starts a new one.
 """
 
 from __future__ import annotations
 
-from ..dump import config_value, quote
-from ..resolve import Source, read_config
-from ..tokenizer import scan
+from ..schema import DIRECTIVES, KEYS, format_value, suggest
+from ..source import Source
+from ..statements import END_COL, FROM_END_COL, FROM_LINE, KEY, LINE
+from ..tokenizer import read, scan
 from .comments import Comments, block_lines, extract, source_lines
-from .document import Document, Interpolated
+from .document import Document, Interpolated, opening
 
-_NOT_BARE = frozenset(" \t\r\f\v\n\"'\\")
+_NOT_BARE = frozenset(" \t\r\f\v\n\"'$\\")
+_NOT_BARE_INTERPOLATED = _NOT_BARE - {"$"}
 
 
-def read(text: str, path: str) -> Source:
-    return read_config(text, path)
+def read_config(text: str, path: str) -> Source:
+    """A .config text as a Source."""
+    src = Source(path, text)
+    src.bases, src.sets, src.env, problems, errors, src.entries, src.env_entries = read(text, path)
+    for line, col, end_col, message in errors:
+        src.error(line, col, end_col, message)
+    for kind, (directive, line, col, _), item in problems:
+        if kind == "late-from":
+            src.error(line, col, col + 4, "FROM must come before every other directive")
+        elif kind == "directive":
+            src.error(line, col, col + len(directive), f"Unknown directive {directive}"
+                      f"{suggest(directive, DIRECTIVES) or ' (directives: ' + ', '.join(DIRECTIVES) + ')'}")
+        elif kind == "key":
+            src.add(item, directive, {})
+        else:  # set twice: the first assignment is the earliest item of that name
+            items = src.env if directive == "ENV" else src.sets
+            first = next(i for i in items if i[KEY] == item[KEY])
+            src.warn_twice("ENV." + item[KEY] if directive == "ENV" else item[KEY], item, first)
+    return src
 
 
 def read_comments(text: str) -> Comments:
@@ -28,16 +47,33 @@ def read_comments(text: str) -> Comments:
     for directive, _line, _col, items in statements:
         for item in items:
             if directive == "FROM":
-                anchors.append(("FROM", item[1], item[1], item[3]))
+                anchors.append(("FROM", item[FROM_LINE], item[FROM_LINE], item[FROM_END_COL]))
             else:
-                name = "ENV." + item[0] if directive == "ENV" else item[0]
-                anchors.append((name, item[2], item[2], item[5]))
+                name = "ENV." + item[KEY] if directive == "ENV" else item[KEY]
+                anchors.append((name, item[LINE], item[LINE], item[END_COL]))
     return extract(source_lines(text), anchors)
+
+
+def quote(value: str) -> str:
+    """value as a .config word: bare when it can be, else quoted so it reads back unchanged."""
+    if value and value[0] != "#" and _NOT_BARE.isdisjoint(value):
+        return value
+    if "'" not in value and "\n" not in value and "\r" not in value:
+        return f"'{value}'"  # single quotes: no escapes and no interpolation
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t").replace("$", "\\$")
+    return f'"{escaped}"'
+
+
+def config_value(key: str, value) -> str:
+    """A key's typed value as a .config word that reads back as itself."""
+    if KEYS[key].type is str and value is not None:
+        return quote(value)
+    return format_value(value)
 
 
 def interpolated_text(value: str) -> str:
     """value as a .config word that is interpolated when read: bare, or double-quoted with $ kept."""
-    if value and value[0] != "#" and _NOT_BARE.isdisjoint(value):
+    if value and value[0] != "#" and _NOT_BARE_INTERPOLATED.isdisjoint(value):
         return value
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
     return f'"{escaped}"'
@@ -76,12 +112,8 @@ def _statements(directive: str, pairs: list[tuple[str, str]], comments: Comments
 
 def write(doc: Document) -> str:
     comments = doc.comments
-    out = block_lines(comments.header)
-    if out:
-        out.append("")
+    out = opening(doc, lambda paths: "FROM " + " ".join(quote(p) for p in paths))
     if doc.bases:
-        out += comments.lines_above("FROM")
-        out.append("FROM " + " ".join(quote(b) for b in doc.bases) + comments.after("FROM"))
         out.append("")
     groups = [(s, [(k, f"{k}={_text(k, doc.values[k])}") for k in keys]) for s, keys in doc.sections()]
     if doc.env:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..schema import SECTION_KEYS, SECTIONS
-from .comments import Comments
+from .comments import Comments, block_lines
 
 
 class Interpolated(str):
@@ -35,3 +35,16 @@ def from_config(config, only_set: bool = False, bases=()) -> Document:
     """The document of a resolved config: every key, or only those set somewhere."""
     values = {k: config[k] for k in config if not only_set or config.is_set(k)}
     return Document(values, config.env, [str(b) for b in bases])
+
+
+def opening(doc: Document, bases_line: Callable[[list[str]], str]) -> list[str]:
+    """The first lines of a written file: its header comments (and a blank line after them),
+    then, when it has bases, the line that names them, bases_line(paths), with its comments."""
+    comments = doc.comments
+    out = block_lines(comments.header)
+    if out:
+        out.append("")
+    if doc.bases:
+        out += comments.lines_above("FROM")
+        out.append(bases_line(doc.bases) + comments.after("FROM"))
+    return out

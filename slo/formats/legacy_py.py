@@ -6,8 +6,7 @@ config files use: top-level ``name = expression`` statements, comments,
 concatenation, ``str()`` / ``int()`` / ``float()``, ``time.time()``, and names
 assigned earlier in the file. Anything else is an error at its line that
 names ``--trust-py``, which runs the file as Python with nanoGPT's semantics
-instead (``read_trusted``: the file is executed in a namespace seeded with
-the defaults, as nanoGPT's configurator does, then its values are checked).
+instead (``slo.formats.trusted_py``).
 
 - A name starting with ``_`` is the file's own helper, not a key.
 - Strings mean what they say in Python: they are never interpolated (``$``
@@ -25,19 +24,14 @@ float), so nanoGPT's ``configurator.py`` loads the file unchanged.
 from __future__ import annotations
 
 import ast
-import builtins
-import contextlib
-import math
-import os
-import sys
 import time
-import traceback
 from typing import Any
 
-from ..resolve import Source
 from ..schema import DEFAULTS, ENV_NAME, KEYS, SECTIONS, format_value, suggest
+from ..source import Source
+from ..statements import END_COL, KEY, KEY_COL, LINE, SINGLE, VALUE_COL, normalize
 from .comments import Comments, block_lines, extract, source_lines
-from .document import Document, from_config
+from .document import Document
 
 TRUST_HINT = "use --trust-py to run the file as Python, as nanoGPT does"
 MODULES = ("time", "math", "os")  # os only for os.environ[NAME] = value
@@ -52,7 +46,7 @@ _OPERATORS = {
 }
 _UNARY = {ast.USub: lambda a: -a, ast.UAdd: lambda a: +a, ast.Not: lambda a: not a}
 _CONVERSIONS = {"str": str, "int": int, "float": float}
-_SCALARS = (int, float, str, bool, type(None))
+SCALARS = (int, float, str, bool, type(None))  # the types of config values
 
 # What the reader calls the constructs it refuses.
 _STATEMENTS = {
@@ -86,11 +80,7 @@ class _Failed(Exception):
     """A name whose value already had an error: nothing more to report."""
 
 
-def _normalize(text: str) -> str:
-    return text.lstrip("\ufeff").replace("\r\n", "\n")
-
-
-class _Places:
+class Places:
     """1-based character columns of AST nodes, whose offsets count UTF-8 bytes."""
 
     def __init__(self, body: str):
@@ -115,13 +105,13 @@ class _Places:
         _, value_col, end_col = self.span(value_node)
         if value_node.lineno != line:
             value_col, end_col = key_col, key_end
-        return (name, value, line, key_col, value_col, end_col, 2)
+        return (name, value, line, key_col, value_col, end_col, SINGLE)
 
 
 class _Reader:
     def __init__(self, src: Source, body: str):
         self.src = src
-        self.places = _Places(body)
+        self.places = Places(body)
         self.names: dict[str, Any] = {}
         self.modules: dict[str, str] = {}  # name in the file -> module
         self.failed: set[str] = set()
@@ -203,9 +193,9 @@ class _Reader:
         if name.startswith("_") or failed:
             return
         item = self.places.item(name, value, target, value_node)
-        _add(self.src, item, self.seen)
+        add_assignment(self.src, item, self.seen)
         if volatile and name in KEYS:
-            self.src.warnings.append(self.src.diag(item[2], item[4], item[5], (
+            self.src.warnings.append(self.src.diag(item[LINE], item[VALUE_COL], item[END_COL], (
                 f"{name} comes from time.time(): it changes on every read, so the run is not"
                 " reproducible; write a fixed value to make it so"), "warning"))
 
@@ -226,7 +216,7 @@ class _Reader:
         else:
             line, key_col, _ = self.places.span(target)
             _, value_col, end_col = self.places.span(value_node)
-            item = (name, value, line, key_col, value_col, end_col, 2)
+            item = (name, value, line, key_col, value_col, end_col, SINGLE)
             self.src.note_twice("ENV." + name, item, self.seen)
             self.src.env.append(item)
 
@@ -234,7 +224,7 @@ class _Reader:
 
     def value(self, node: ast.expr) -> Any:
         if isinstance(node, ast.Constant):
-            if not isinstance(node.value, _SCALARS):
+            if not isinstance(node.value, SCALARS):
                 self.refuse(node, f"A {type(node.value).__name__} literal")
             return node.value
         if isinstance(node, ast.Name):
@@ -324,14 +314,14 @@ class _Reader:
         return result
 
 
-def _add(src: Source, item: tuple, seen: dict) -> None:
+def add_assignment(src: Source, item: tuple, seen: dict) -> None:
     """Keep an assignment of a key; any other name is an error, with a suggestion."""
-    name = item[0]
+    name = item[KEY]
     if name in KEYS:
         src.add(item, None, seen)
     else:
         hint = suggest(name, KEYS) or f" (a helper's name starts with _: _{name})"
-        src.error(item[2], item[3], item[3] + len(name), f"Unknown key {name}{hint}")
+        src.error(item[LINE], item[KEY_COL], item[KEY_COL] + len(name), f"Unknown key {name}{hint}")
 
 
 def _where(node: ast.AST) -> dict:
@@ -350,7 +340,15 @@ def _syntax_error(src: Source, e: SyntaxError) -> None:
     src.error(line, col, end, f"Python syntax error: {e.msg}")
 
 
-def _parse(src: Source, body: str) -> ast.Module | None:
+def parse(text: str, path: str) -> tuple[Source, str, ast.Module | None]:
+    """The Source of a .py text (its values still to add), the text as read, and its
+    syntax tree (None when it has none, the error in the Source)."""
+    src = Source(path, text)
+    body = normalize(text)
+    return src, body, _tree(src, body)
+
+
+def _tree(src: Source, body: str) -> ast.Module | None:
     try:
         return ast.parse(body, filename=src.path)
     except SyntaxError as e:
@@ -364,9 +362,7 @@ def _parse(src: Source, body: str) -> ast.Module | None:
 
 def read(text: str, path: str) -> Source:
     """A legacy .py config as a Source, without running it."""
-    src = Source(path, text)
-    body = _normalize(text)
-    tree = _parse(src, body)
+    src, body, tree = parse(text, path)
     if tree is None:
         return src
     reader = _Reader(src, body)
@@ -378,89 +374,15 @@ def read(text: str, path: str) -> Source:
     return src
 
 
-# ---- --trust-py ---------------------------------------------------------------
-
-def _assignments(tree: ast.Module) -> dict[str, tuple[ast.Name, ast.stmt]]:
-    """(name node, statement) of the last assignment of each module-level name
-    (outside functions, classes and comprehensions)."""
-    found: dict[str, tuple[ast.Name, ast.stmt]] = {}
-    scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda,
-              ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
-
-    def visit(node: ast.AST, statement: ast.stmt) -> None:
-        if isinstance(node, scopes):
-            return
-        if isinstance(node, ast.stmt):
-            statement = node
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            found[node.id] = (node, statement)
-        for child in ast.iter_child_nodes(node):
-            visit(child, statement)
-
-    for node in tree.body:
-        visit(node, node)
-    return found
-
-
-def read_trusted(text: str, path: str) -> Source:
-    """A legacy .py config run as Python, as nanoGPT runs it: the file executes in a
-    namespace seeded with the defaults; the keys it assigns become the Source's values,
-    and the environment variables it sets, its ENV (the process's environment is put back)."""
-    src = Source(path, text)
-    body = _normalize(text)
-    tree = _parse(src, body)
-    if tree is None:
-        return src
-    places = _Places(body)
-    namespace: dict[str, Any] = {k: v for k, v in DEFAULTS.items() if v is not None}
-    initial = dict(namespace)
-    # What nanoGPT's train.py has imported when it runs a config file.
-    namespace.update(__builtins__=builtins, __name__="__main__", os=os, time=time, math=math)
-    environ = dict(os.environ)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            exec(compile(tree, path, "exec"), namespace)
-    except (Exception, SystemExit) as e:
-        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == path]
-        line = frames[-1].lineno if frames and frames[-1].lineno else 1
-        src.error(line, 1, len(places.lines[line - 1]) + 1 if line <= len(places.lines) else 2,
-                  f"Running the file failed: {type(e).__name__}: {e}")
-        return src
-    finally:
-        changed = {k: v for k, v in os.environ.items() if environ.get(k) != v}
-        os.environ.clear()
-        os.environ.update(environ)
-    assigned = _assignments(tree)
-    seen: dict = {}
-    for name, value in namespace.items():
-        if name.startswith("_") or not (name in assigned or (name in initial and value is not initial[name])):
-            continue
-        target, statement = assigned.get(name, (None, None))
-        plain = isinstance(statement, (ast.Assign, ast.AnnAssign, ast.AugAssign))
-        if name not in KEYS and not (plain and isinstance(value, _SCALARS)):
-            continue  # the file's own functions, modules, objects and loop variables
-        if target is None:
-            item = (name, value, 0, 0, 0, 0, 2)
-        elif plain and statement.value is not None:
-            item = places.item(name, value, target, statement.value)
-        else:
-            item = places.item(name, value, target, target)
-        _add(src, item, seen)
-    for name, value in changed.items():
-        if ENV_NAME.match(name):
-            src.env.append((name, value, 0, 0, 0, 0, 2))
-    return src
-
-
 # ---- comments and writing -----------------------------------------------------
 
 def read_comments(text: str) -> Comments:
-    body = _normalize(text)
+    body = normalize(text)
     try:
         tree = ast.parse(body)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return Comments()
-    places = _Places(body)
+    places = Places(body)
     anchors = []
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
@@ -475,11 +397,6 @@ def read_comments(text: str) -> Comments:
     return extract(source_lines(text), anchors, generated=lambda c: c.strip() in _GROUP_COMMENTS)
 
 
-def literal(value: Any) -> str:
-    """A value as a Python literal of exactly its type: repr writes 1.0 for a float, never 1."""
-    return repr(value)
-
-
 def write(doc: Document) -> str:
     comments = doc.comments
     out = block_lines(comments.header)
@@ -489,19 +406,14 @@ def write(doc: Document) -> str:
         out.append(f"# {section}")
         for key in keys:
             out += comments.lines_above(key)
-            out.append(f"{key} = {literal(doc.values[key])}{comments.after(key)}")
+            out.append(f"{key} = {doc.values[key]!r}{comments.after(key)}")  # repr: 1.0 for a float, never 1
     if doc.env:
         if out:
             out.append("")
         out += ["# ENV", "import os"]
         for name, value in doc.env.items():
             out += comments.lines_above("ENV." + name)
-            out.append(f"os.environ[{name!r}] = {literal(str(value))}{comments.after('ENV.' + name)}")
+            out.append(f"os.environ[{name!r}] = {str(value)!r}{comments.after('ENV.' + name)}")
     if comments.footer:
         out += [""] + block_lines(comments.footer)
     return "\n".join(out) + "\n" if out else ""
-
-
-def dump(config, only_set: bool = False) -> str:
-    """A resolved config as a flat nanoGPT .py config: every key, or only those set somewhere."""
-    return write(from_config(config, only_set))

@@ -27,10 +27,11 @@ import tomllib
 
 import tomli_w
 
-from ..resolve import Source
 from ..schema import ENV_NAME, KEYS, SECTION_KEYS, SECTIONS, suggest
+from ..source import Source
+from ..statements import BARE, END_COL, KEY, KEY_COL, LINE, VALUE_COL, normalize
 from .comments import Comments, block_lines, extract, source_lines
-from .document import Document, Interpolated, from_config
+from .document import Document, Interpolated, opening
 
 TABLES = tuple(s.lower() for s in SECTIONS) + ("env",)
 _ERROR_AT = re.compile(r" \(at (?:line (\d+), column (\d+)|end of document)\)$")
@@ -201,18 +202,18 @@ class _Reader:
             cut -= 1
             found = self.where.get(path[:cut])
         if found is None:
-            return (path[-1], value, 0, 0, 0, 0, 0)
+            return (path[-1], value, 0, 0, 0, 0, BARE)
         line, key_col, value_col, end_line, end_col, _ = found
         if cut < len(path):
             value_col, end_col = key_col, key_col + len(path[cut - 1])
         elif end_line != line:  # a value over several lines: up to the end of its first
             end_col = len(self.lines[line - 1]) + 1
-        return (path[-1], value, line, key_col, value_col, end_col, 0)
+        return (path[-1], value, line, key_col, value_col, end_col, BARE)
 
     def error(self, item: tuple, message: str, on_key: bool = True) -> None:
-        line, key_col, value_col, end_col = item[2], item[3], item[4], item[5]
+        line, key_col, value_col, end_col = item[LINE], item[KEY_COL], item[VALUE_COL], item[END_COL]
         if on_key:
-            self.src.error(line, key_col, key_col + len(item[0]), message)
+            self.src.error(line, key_col, key_col + len(item[KEY]), message)
         else:
             self.src.error(line, value_col, end_col, message)
 
@@ -223,9 +224,10 @@ class _Reader:
         if not paths or not all(type(p) is str for p in paths):
             self.error(item, 'extends must be a path or a list of paths: extends = ["base.toml"]', on_key=False)
             return
-        spots = found[5] if found and len(found[5]) == len(paths) else [(item[2], item[4], item[5])] * len(paths)
+        spots = (found[5] if found and len(found[5]) == len(paths)
+                 else [(item[LINE], item[VALUE_COL], item[END_COL])] * len(paths))
         for path, (line, col, end_col) in zip(paths, spots):
-            self.src.bases.append((path, line, col, end_col, 0))
+            self.src.bases.append((path, line, col, end_col, BARE))
 
     def table(self, name: str, values: dict) -> None:
         section = name.upper()
@@ -280,7 +282,7 @@ def _syntax_error(src: Source, body: str, error: tomllib.TOMLDecodeError) -> Non
 def read(text: str, path: str) -> Source:
     """A TOML text as a Source (bases from extends, one table per directive)."""
     src = Source(path, text)
-    body = text.lstrip("\ufeff").replace("\r\n", "\n")
+    body = normalize(text)
     try:
         data = tomllib.loads(body)
     except tomllib.TOMLDecodeError as e:
@@ -299,7 +301,7 @@ def read(text: str, path: str) -> Source:
 
 
 def read_comments(text: str) -> Comments:
-    body = text.lstrip("\ufeff").replace("\r\n", "\n")
+    body = normalize(text)
     try:
         data = tomllib.loads(body)
     except (ValueError, RecursionError):  # TOMLDecodeError is a ValueError
@@ -335,13 +337,7 @@ def value_text(value) -> str:
 
 def write(doc: Document) -> str:
     comments = doc.comments
-    out = block_lines(comments.header)
-    if out:
-        out.append("")
-    if doc.bases:
-        out += comments.lines_above("FROM")
-        paths = ", ".join(tomli_w.dumps({"v": b})[4:-1] for b in doc.bases)
-        out.append(f"extends = [{paths}]" + comments.after("FROM"))
+    out = opening(doc, lambda paths: "extends = [" + ", ".join(tomli_w.dumps({"v": p})[4:-1] for p in paths) + "]")
     tables = [(s.lower(), [(k, k, doc.values[k]) for k in keys]) for s, keys in doc.sections()]
     if doc.env:
         tables.append(("env", [("ENV." + name, name, v) for name, v in doc.env.items()]))
@@ -355,8 +351,3 @@ def write(doc: Document) -> str:
     if comments.footer:
         out += [""] + block_lines(comments.footer)
     return "\n".join(out) + "\n" if out else ""
-
-
-def dump(config, only_set: bool = False, bases=()) -> str:
-    """A resolved config as TOML: every key, or only those set somewhere."""
-    return write(from_config(config, only_set, bases))
