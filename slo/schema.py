@@ -151,16 +151,11 @@ _NONES = frozenset(("None", "none", "null"))
 def _to_int(value: Any) -> int:
     if type(value) is int:
         return value
-    if type(value) is float:
-        if value.is_integer():
-            return int(value)
-        raise ValueError
-    if type(value) is str:
-        if value.isdecimal() and value.isascii() or _INT.match(value):
-            return int(value)
-        f = _float_text(value)
-        if f.is_integer():
-            return int(f)
+    if type(value) is str and (value.isdecimal() and value.isascii() or _INT.match(value)):
+        return int(value)
+    number = _to_float(value)  # 1e3 and 1000.0 are whole numbers too
+    if number.is_integer():
+        return int(number)
     raise ValueError
 
 
@@ -201,14 +196,6 @@ def _to_str(value: Any) -> str:
 
 
 _CONVERTERS: dict[type, Callable[[Any], Any]] = {int: _to_int, float: _to_float, bool: _to_bool, str: _to_str}
-
-
-def convert(key: Key, value: Any) -> Any:
-    """The value as the key's type, checked against its range.
-
-    Raises ValueError with a message that says what was expected.
-    """
-    return CONVERT[key.name](value)
 
 
 def _converter(key: Key) -> Callable[[Any], Any]:

@@ -238,19 +238,62 @@ ENV OMP_NUM_THREADS=2  # threads
 # the end
 """
 
+TOML_WITH_COMMENTS = """\
+# A small model for tests
+# (two header lines)
 
-def test_comments_survive_config_toml_config(write, tmp_path):
+# the base
+extends = ["base.config"]  # shared settings
+
+[model]
+# shape of the network
+n_layer = 6
+# one comment line inside the statement
+dropout = 0.1  # trailing, after dropout
+
+[train]
+max_iters = 500  # short run
+
+[env]
+OMP_NUM_THREADS = "2"  # threads
+
+# the end
+"""
+
+PY_WITH_COMMENTS = """\
+# A small model for tests
+# (two header lines)
+
+# MODEL
+# shape of the network
+n_layer = 6
+n_head = 2
+n_embd = 64
+# one comment line inside the statement
+dropout = 0.1  # trailing, after dropout
+
+# TRAIN
+max_iters = 500  # short run
+
+# ENV
+import os
+os.environ['OMP_NUM_THREADS'] = '2'  # threads
+
+# the end
+"""
+
+
+def converted_with_comments(write, tmp_path, name):
+    """CONFIG_WITH_COMMENTS (beside its base) converted to tmp_path / name: (the input, the text written)."""
     write("base.config", "MODEL n_head=2 n_embd=64\n")
     src = write("a.config", CONFIG_WITH_COMMENTS)
-    convert([str(src)], str(tmp_path / "a.toml"))
-    toml_text = (tmp_path / "a.toml").read_text()
-    assert toml_text == (
-        "# A small model for tests\n# (two header lines)\n\n"
-        '# the base\nextends = ["base.config"]  # shared settings\n\n'
-        "[model]\n# shape of the network\nn_layer = 6\n# one comment line inside the statement\n"
-        "dropout = 0.1  # trailing, after dropout\n\n"
-        "[train]\nmax_iters = 500  # short run\n\n"
-        '[env]\nOMP_NUM_THREADS = "2"  # threads\n\n# the end\n')
+    convert([str(src)], str(tmp_path / name))
+    return src, (tmp_path / name).read_text()
+
+
+def test_comments_survive_config_toml_config(write, tmp_path):
+    src, toml_text = converted_with_comments(write, tmp_path, "a.toml")
+    assert toml_text == TOML_WITH_COMMENTS
     convert([str(tmp_path / "a.toml")], str(tmp_path / "back.config"))
     assert (tmp_path / "back.config").read_text() == CONFIG_WITH_COMMENTS  # the same text, comments and all
     assert load(tmp_path / "back.config") == load(src)
@@ -260,16 +303,8 @@ def test_comments_survive_config_toml_config(write, tmp_path):
 
 
 def test_comments_survive_config_to_py(write, tmp_path):
-    write("base.config", "MODEL n_head=2 n_embd=64\n")
-    src = write("a.config", CONFIG_WITH_COMMENTS)
-    convert([str(src)], str(tmp_path / "a.py"))
-    text = (tmp_path / "a.py").read_text()
-    assert text == (
-        "# A small model for tests\n# (two header lines)\n\n"
-        "# MODEL\n# shape of the network\nn_layer = 6\nn_head = 2\nn_embd = 64\n"
-        "# one comment line inside the statement\ndropout = 0.1  # trailing, after dropout\n\n"
-        "# TRAIN\nmax_iters = 500  # short run\n\n"
-        "# ENV\nimport os\nos.environ['OMP_NUM_THREADS'] = '2'  # threads\n\n# the end\n")
+    _, text = converted_with_comments(write, tmp_path, "a.py")
+    assert text == PY_WITH_COMMENTS
     # read back: the group comments are the writer's own, not the keys'
     convert([str(tmp_path / "a.py")], str(tmp_path / "b.config"))
     assert (tmp_path / "b.config").read_text().startswith(
