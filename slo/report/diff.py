@@ -15,12 +15,12 @@ from pathlib import Path
 
 from ..dump import quote
 from ..errors import RunError
+from ..formats import FORMATS
 from ..runner.files import CHECKPOINT_NAME, CONFIG_JSON, ORIGINS_JSON
 from ..schema import KEYS, format_value
 from .rundir import checkpoint_config, read_json, read_origins, read_run
 
 EXIT_SAME, EXIT_DIFFERENT, EXIT_TROUBLE = 0, 1, 2
-CONFIG_SUFFIXES = (".config", ".toml", ".py")
 MAX_VALUE_WIDTH = 40
 _ABSENT = object()
 
@@ -40,7 +40,7 @@ class Side:
 
 def load_side(arg: str, letter: str, trust_py: bool = False) -> Side:
     path = Path(arg)
-    if path.suffix.lower() in CONFIG_SUFFIXES:
+    if path.suffix.lower() in FORMATS:
         return _config_side(arg, trust_py)
     if path.is_file() and path.name == CONFIG_JSON and (path.parent / ORIGINS_JSON).is_file():
         path = path.parent  # a run's config.json: its provenance is beside it
