@@ -13,9 +13,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..dump import quote
 from ..errors import RunError
 from ..formats import FORMATS
+from ..formats.config_lang import quote
 from ..runner.files import CHECKPOINT_NAME, CONFIG_JSON, ORIGINS_JSON
 from ..schema import KEYS, format_value
 from .rundir import checkpoint_config, read_json, read_origins, read_run
