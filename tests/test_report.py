@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import slo
 from slo.cli import main as slo_main
-from slo.dump import quote
+from slo.formats.config_lang import quote
 from slo.errors import RunError
 from slo.report.plot import DPI, FIGURE_SIZE, plot_runs
 from slo.report.rundir import read_origins, read_run, top_config_file
