@@ -9,7 +9,8 @@ in a nanoGPT out_dir.
 A run's status, derived from those files (the trainer writes no marker):
 
 - finished: the iterations done reached max_iters;
-- running: not finished, and metrics.jsonl or ckpt.pt changed within the last
+- running: a run holds the folder's lock (run.lock), or, when the lock cannot
+  be seen, not finished and metrics.jsonl or ckpt.pt changed within the last
   ``running_window`` seconds: 120 s, or three times the longest gap between
   two logged records if that is longer (slow steps, long evaluations);
 - resumable: neither, and ckpt.pt exists (``--init_from=resume`` continues it);
@@ -28,10 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RunError
-from ..runner.files import CHECKPOINT_NAME, CONFIG_JSON, METRICS_NAME, ORIGINS_JSON, read_records
+from ..runner.files import CHECKPOINT_NAME, CONFIG_JSON, LOCK_NAME, METRICS_NAME, ORIGINS_JSON, read_records
+from ..runner.lock import holder
 from ..schema import format_value
 
-RUN_FILES = (METRICS_NAME, CHECKPOINT_NAME)
+RUN_FILES = (METRICS_NAME, CHECKPOINT_NAME, LOCK_NAME)
 MIN_RUNNING_WINDOW = 120.0  # seconds
 RUNNING_WINDOW_GAPS = 3  # times the longest gap between records
 _FILE_ORIGIN = re.compile(r"(?P<path>.+):\d+:\d+\Z")
@@ -48,7 +50,8 @@ class Run:
     provenance: dict = field(default_factory=dict)  # key -> its origins, newest first (config.origins.json)
     checkpoint_iter: int | None = None  # only when the checkpoint had to be opened
     checkpoint_best_val: float | None = None
-    updated: float = 0.0  # newest mtime of metrics.jsonl and ckpt.pt
+    updated: float = 0.0  # newest mtime of metrics.jsonl, ckpt.pt and run.lock
+    locked: bool = False  # a run holds the folder's lock now
 
     @property
     def has_checkpoint(self) -> bool:
@@ -92,6 +95,8 @@ class Run:
 
     def status(self, now: float | None = None) -> str:
         """finished, running, resumable or crashed (the module's docstring gives the rules)."""
+        if self.locked:
+            return "running"
         if self.max_iters is not None and self.iters_done >= self.max_iters:
             return "finished"
         now = time.time() if now is None else now
@@ -140,6 +145,7 @@ def read_run(path: str | os.PathLike) -> Run:
         except RunError:
             if not run.train and not run.evals:
                 raise  # the checkpoint was all there was to read
+    run.locked = holder(path) is not None
     run.updated = max((p.stat().st_mtime for p in (path / n for n in RUN_FILES) if p.is_file()), default=0.0)
     return run
 

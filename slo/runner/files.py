@@ -15,6 +15,7 @@ PREVIOUS_METRICS_NAME = "metrics.previous.jsonl"  # a scratch run moves an earli
 CONFIG_JSON = "config.json"  # the resolved config, flat
 ORIGINS_JSON = "config.origins.json"  # where each value came from (slo.Config.origins)
 EXPLAIN_NAME = "config.explain.txt"  # the same, for people
+LOCK_NAME = "run.lock"  # held by the run training there (slo.runner.lock)
 
 
 def read_records(path: Path) -> list[dict]:

@@ -12,6 +12,7 @@ rank once; the ranks agree on the step to stop at, rank 0 saves a checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -29,6 +30,7 @@ import torch.distributed as dist
 
 from ..errors import RunError, first_line
 from .device import pick_device, usable_cpus
+from .lock import RunLock
 from .parallel import (Placement, check_world, collective_timeout, communication_failure, join_group, pick_backend,
                        rank_device, torchrun_placement)
 from .trainer import Trainer
@@ -77,17 +79,27 @@ def run_rank(cfg, placement: Placement) -> int:
 
 
 def train_processes(cfg) -> int:
-    """Train as the config and the environment say: one process, one torchrun rank, or N spawned ranks."""
+    """Train as the config and the environment say: one process, one torchrun rank, or N spawned ranks.
+    The run holds out_dir's lock throughout (taken once: here, or by torchrun's rank 0)."""
     placement = torchrun_placement()
     if placement is not None:  # even one process joins the group, so one GPU runs the NCCL path
         try:
-            return run_rank(cfg, placement)
+            with run_lock(cfg, placement.rank == 0):
+                return run_rank(cfg, placement)
         except RunError as e:
             raise RunError(f"rank {placement.rank}: {e}") from None
     nproc = processes_per_node(cfg)
-    if nproc > 1:
-        return launch(cfg, nproc)
-    return Trainer(cfg).train().exit_status
+    with run_lock(cfg):
+        if nproc > 1:
+            return launch(cfg, nproc)
+        return Trainer(cfg).train().exit_status
+
+
+def run_lock(cfg, take: bool = True):
+    """out_dir's run lock for a run that writes there (an eval_only run writes nothing)."""
+    if not take or cfg.train.eval_only:
+        return contextlib.nullcontext()
+    return RunLock(cfg.logging.out_dir)
 
 
 def check_port(addr: str, port: int) -> None:
