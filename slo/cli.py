@@ -17,7 +17,7 @@ from .errors import ConfigError, RunError
 def cmd_check(ns, rest) -> int:
     from . import load
     files, overrides = split_overrides(ns.files + rest)
-    cfg = load(*files, overrides=overrides, trust_py=ns.trust_py)
+    cfg = load(*files, overrides=overrides, trust_py=ns.trust_py, trust_env=ns.trust_env)
     print_warnings(cfg)
     n = sum(1 for k in cfg if cfg.is_set(k))
     print(f"{' '.join(files)}: ok ({n} keys set, {len(cfg.warnings)} warning{'s' * (len(cfg.warnings) != 1)})")
@@ -31,7 +31,7 @@ def cmd_show(ns, rest) -> int:
         print(f"slo show: error: --explain prints the config with its origins; it takes no --format {ns.format}",
               file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    cfg = load(*files, overrides=overrides, trust_py=ns.trust_py)
+    cfg = load(*files, overrides=overrides, trust_py=ns.trust_py, trust_env=ns.trust_env)
     if ns.explain:
         print(cfg.explain())
     else:
@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.epilog = "Overrides: --key=value or --SECTION.key=value, after the files."
     parser.add_argument("--trust-py", action="store_true",
                         help="run .py configs as Python, as nanoGPT does (only for files you trust)")
+    parser.add_argument("--trust-env", action="store_true",
+                        help="let ENV set variables that choose which code runs, such as PYTHONPATH or LD_PRELOAD "
+                             "(only for configs you trust)")
     if command == "show":
         parser.add_argument("--format", choices=("config", "toml", "py", "json"), help="default: config")
         parser.add_argument("--explain", action="store_true", help="show where every value came from")

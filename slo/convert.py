@@ -181,7 +181,7 @@ def write_checked(c: Conversion, text: str, trust_py: bool) -> None:
             f.flush()
             os.fsync(f.fileno())
         try:
-            again = load(tmp, trust_py=trust_py)
+            again = load(tmp, trust_py=trust_py, trust_env=True)
         except ConfigError as e:
             raise RunError(f"The converted {c.output} does not load (this is a bug in slo-convert):\n{e}") from None
         diff = _differences(c.config, again)
@@ -239,7 +239,7 @@ def convert(inputs: list[str], output: str, *, to: str | None = None, flatten: b
     read: dict[str, str] = {}  # real path of every file the inputs load -> the input that loads it
     for c in conversions:
         try:
-            c.config, files = load_with_files(c.input, trust_py=trust_py)
+            c.config, files = load_with_files(c.input, trust_py=trust_py, trust_env=True)  # converting runs nothing
         except ConfigError as e:
             errors.extend(e.errors)
             continue

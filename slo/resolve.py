@@ -20,7 +20,7 @@ from .formats import reader
 from .formats.config_lang import read_config
 from .interpolate import FAILED, Interpolation
 from .paths import base_paths, locate
-from .schema import ENV_NAME, RULES, SECTION_KEYS, SECTIONS, suggest
+from .schema import ENV_NAME, RULES, SECTION_KEYS, SECTIONS, code_env, suggest
 from .source import CLI_PATH, STRING_PATH, Source
 from .statements import BARE, END_COL, ENTRY_ITEM, FROM_COL, FROM_END_COL, FROM_LINE, KEY, LINE, OVERRIDDEN, VALUE_COL
 from .tokenizer import chain as chain_entries
@@ -92,9 +92,10 @@ def _merge_into(target: dict, layer: dict) -> None:
 
 
 class _Resolver:
-    def __init__(self, environ, trust_py: bool = False):
+    def __init__(self, environ, trust_py: bool = False, trust_env: bool = False):
         self.environ = os.environ if environ is None else environ
         self.trust_py = trust_py  # run .py configs as Python instead of reading them
+        self.trust_env = trust_env  # let ENV set variables that choose which code runs
         self.sources: dict[str, Source] = {}
         self.resolved: dict[str, tuple[dict, dict]] = {}  # real path -> resolve_source's result
         self.errors: list[Diagnostic] = []
@@ -196,6 +197,8 @@ class _Resolver:
         env_final: dict[str, Any] = {}
         if rest or env:
             env_final = Interpolation(final, values, env, self.environ, self._error_at).run(rest)
+        if not self.trust_env:
+            self._check_code_env(env)
         failed = {k for k in rest if final[k] is FAILED} if self.errors else ()
         for keys, check in RULES:
             # The defaults satisfy every rule, so checking them all costs less than picking.
@@ -212,6 +215,14 @@ class _Resolver:
             for name, entry in env.items():
                 provenance["ENV." + name] = entry
         return Config(final, env_final, provenance, self.warnings)
+
+    def _check_code_env(self, env: dict) -> None:
+        """An error for each ENV variable that would change which code runs."""
+        for name, (item, path, _) in env.items():
+            why = code_env(name)
+            if why is not None:
+                self._error_at(item, path, f"ENV {name} changes {why}, so a config may set it only when you pass "
+                                           "--trust-env (for configs you trust); set it in your shell instead")
 
     def _rule_error(self, keys: tuple, message: str) -> None:
         where = next(k for k in keys if k in self.entries)
@@ -249,20 +260,23 @@ def _in_reading_order(errors: list[Diagnostic]) -> list[Diagnostic]:
     return sorted(errors, key=lambda d: (rank[d.path], d.line, d.col))
 
 
-def load(*paths, overrides: Iterable[str] = (), env=None, trust_py: bool = False) -> Config:
+def load(*paths, overrides: Iterable[str] = (), env=None, trust_py: bool = False, trust_env: bool = False) -> Config:
     """Resolve config files (merged left to right) and overrides into a Config.
 
     trust_py runs .py configs as Python, as nanoGPT does, instead of reading
-    them without running them. Raises ConfigError with every problem found.
+    them without running them. trust_env lets ENV set variables that choose
+    which code runs (PYTHONPATH, LD_PRELOAD, ...: slo.schema.code_env), an
+    error otherwise. Raises ConfigError with every problem found.
     """
-    return load_with_files(*paths, overrides=overrides, env=env, trust_py=trust_py)[0]
+    return load_with_files(*paths, overrides=overrides, env=env, trust_py=trust_py, trust_env=trust_env)[0]
 
 
-def load_with_files(*paths, overrides: Iterable[str] = (), env=None, trust_py: bool = False) -> tuple[Config, list[str]]:
+def load_with_files(*paths, overrides: Iterable[str] = (), env=None, trust_py: bool = False,
+                    trust_env: bool = False) -> tuple[Config, list[str]]:
     """load(), and the real paths of every file it read (the bases included)."""
     if not paths:
         raise ConfigError("No config file given")
-    res = _Resolver(env, trust_py)
+    res = _Resolver(env, trust_py, trust_env)
     layers = []
     for path in paths:
         display, real = locate(path)
@@ -279,9 +293,10 @@ def load_with_files(*paths, overrides: Iterable[str] = (), env=None, trust_py: b
     return _finish(res, values, envs, overrides), list(res.sources)
 
 
-def loads(text: str, *, path: str | None = None, overrides: Iterable[str] = (), env=None) -> Config:
+def loads(text: str, *, path: str | None = None, overrides: Iterable[str] = (), env=None,
+          trust_env: bool = False) -> Config:
     """Resolve a .config text; FROM paths are relative to path's folder (or the current one)."""
-    res = _Resolver(env)
+    res = _Resolver(env, trust_env=trust_env)
     display = STRING_PATH if path is None else str(path)
     src = read_config(text, display)
     real = display  # the real path matters to FROM only: the bases' folder, and cycles back here

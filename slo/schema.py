@@ -19,6 +19,28 @@ SCHEMA_VERSION = 1
 SECTIONS = ("MODEL", "ADVANCED", "DATA", "TRAIN", "LR_SCHEDULE", "LOGGING", "SYSTEM", "DDP")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
+# Environment variables that choose which code runs: a config may set them only with --trust-env.
+CODE_ENV = {
+    "PATH": "the programs run by name",
+    "PYTHONPATH": "where Python imports modules from", "PYTHONHOME": "the Python installation used",
+    "PYTHONSTARTUP": "a file Python runs at start", "PYTHONINSPECT": "whether Python opens a prompt after the run",
+    "PYTHONUSERBASE": "where Python imports user packages from", "PYTHONEXECUTABLE": "the Python program",
+    "PYTHONPLATLIBDIR": "where Python imports modules from", "PYTHONBREAKPOINT": "a function Python imports and calls",
+    "PYTHONWARNINGS": "warning categories Python imports",
+    "BASH_ENV": "a file bash runs at start", "ENV": "a file sh runs at start",
+    "CC": "the C compiler torch.compile runs", "CXX": "the C++ compiler torch.compile runs",
+    "TORCHINDUCTOR_CACHE_DIR": "compiled code torch.compile loads", "TRITON_CACHE_DIR": "compiled kernels Triton loads",
+    "TORCH_EXTENSIONS_DIR": "compiled extensions torch loads",
+}
+CODE_ENV_PREFIXES = {"LD_": "the libraries the dynamic linker loads", "DYLD_": "the libraries the dynamic linker loads"}
+
+
+def code_env(name: str) -> str | None:
+    """What an environment variable changes about the code that runs, or None when it is not such a variable."""
+    if name in CODE_ENV:
+        return CODE_ENV[name]
+    return next((why for prefix, why in CODE_ENV_PREFIXES.items() if name.startswith(prefix)), None)
+
 
 @dataclass(frozen=True)
 class Key:

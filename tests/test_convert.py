@@ -15,7 +15,7 @@ from slo import ConfigError, load
 from slo.convert import UsageError, convert, main
 from slo.formats import config_lang, legacy_py, toml
 from slo.formats.document import Document
-from slo.schema import DEFAULTS, ENV_NAME, KEYS, RULES
+from slo.schema import DEFAULTS, ENV_NAME, KEYS, RULES, code_env
 
 from test_legacy_py import exact_types_hold
 
@@ -73,7 +73,7 @@ def value_of(name: str):
 
 
 KEY_VALUES = st.fixed_dictionaries({}, optional={name: value_of(name) for name in KEYS})
-ENV_VALUES = st.dictionaries(st.from_regex(ENV_NAME, fullmatch=True).filter(lambda n: len(n) < 20),
+ENV_VALUES = st.dictionaries(st.from_regex(ENV_NAME, fullmatch=True).filter(lambda n: len(n) < 20 and code_env(n) is None),
                              _text(allow_newlines=True, allow_nul=False), max_size=3)  # no NUL in an environment
 
 

@@ -24,7 +24,7 @@ import slo.tokenizer
 from slo import ConfigError, dumps, load, loads
 from slo.errors import Diagnostic
 from slo.resolve import MAX_DEPTH
-from slo.schema import DEFAULTS, KEYS, RULES
+from slo.schema import DEFAULTS, KEYS, RULES, code_env
 
 # ---- text that looks like the language, and text that does not -------------------
 
@@ -337,7 +337,8 @@ def valid_configs(draw):
     values = {key: draw(_value(key)) for key in keys}
     final = {**DEFAULTS, **values}
     assume(all(check(final) is None for _, check in RULES))
-    env = draw(st.dictionaries(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True), str_values, max_size=4))
+    env = draw(st.dictionaries(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True).filter(
+        lambda n: code_env(n) is None), str_values, max_size=4))
     return values, env
 
 

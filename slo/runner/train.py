@@ -20,6 +20,9 @@ from ..errors import ConfigError, RunError
 
 def add_arguments(parser: argparse.ArgumentParser, command: str = "train") -> None:
     parser.add_argument("files", nargs="*", metavar="FILE", help="config files (.config, .toml, .py), merged left to right")
+    parser.add_argument("--trust-env", action="store_true",
+                        help="let ENV set variables that choose which code runs, such as PYTHONPATH or LD_PRELOAD "
+                             "(only for configs you trust)")
     parser.epilog = ("Overrides: --key=value or --SECTION.key=value, after the files "
                      "(e.g. --batch_size=8 --max_iters=100). Exit status: 0 done, 1 run error, "
                      "2 config error, 130/143 stopped by SIGINT/SIGTERM after saving a checkpoint.")
@@ -30,7 +33,7 @@ def run(ns: argparse.Namespace, rest: list[str]) -> int:
     from .. import load
 
     files, overrides = split_overrides(ns.files + rest)
-    cfg = load(*files, overrides=overrides)
+    cfg = load(*files, overrides=overrides, trust_env=ns.trust_env)
     return train_config(cfg)
 
 
