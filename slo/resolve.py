@@ -12,6 +12,7 @@ them all. Each file is read by its format's reader (``slo.formats``) into a
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any, Iterable
 
 from .config import Config
@@ -27,6 +28,8 @@ from .tokenizer import chain as chain_entries
 from .tokenizer import type_values
 
 MAX_DEPTH = 32
+MAX_FILE_BYTES = 16 << 20  # a config file larger than this is refused, not read
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)  # opening a FIFO does not wait for a writer
 
 
 def cli_source(overrides: Iterable[str]) -> Source:
@@ -114,21 +117,7 @@ class _Resolver:
             problem = (f"Cannot read {display}: unknown config format {os.path.splitext(real)[1] or '(no extension)'!r};"
                        " use .config, .toml or .py")
         else:
-            try:
-                with open(real, "rb", buffering=0) as f:  # one read of the whole file: no buffer
-                    data = f.readall()
-                text = data.decode("utf-8")
-            except FileNotFoundError:
-                problem = f"Config file not found: {display}"
-            except IsADirectoryError:
-                problem = f"{display} is a folder, not a config file"
-            except OSError as e:
-                problem = f"Cannot read {display}: {e.strerror or e}"
-            except UnicodeDecodeError as e:
-                line = data.count(b"\n", 0, e.start) + 1
-                problem = f"{display} is not UTF-8 text (byte 0x{data[e.start]:02x} at line {line})"
-            except ValueError as e:  # a path open() refuses, such as one with a NUL in it
-                problem = f"Cannot read {display}: {e}"
+            text, problem = read_file(real, display)
         if problem is not None:
             if at is None:
                 self.errors.append(Diagnostic(display, 0, 0, problem))
@@ -250,6 +239,43 @@ class _Resolver:
             if src.path == path:
                 return src
         return None
+
+
+def read_file(real: str, display: str) -> tuple[str | None, str | None]:
+    """(text, None) of a config file, or (None, the problem): only a regular file of at most
+    MAX_FILE_BYTES of UTF-8 is read (a FIFO, a device or a folder never is, so nothing waits)."""
+    try:
+        fd = os.open(real, _OPEN_FLAGS)
+    except FileNotFoundError:
+        return None, f"Config file not found: {display}"
+    except OSError as e:
+        return None, f"Cannot read {display}: {e.strerror or e}"
+    except ValueError as e:  # a path open() refuses, such as one with a NUL in it
+        return None, f"Cannot read {display}: {e}"
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            if stat.S_ISDIR(info.st_mode):
+                return None, f"{display} is a folder, not a config file"
+            return None, f"{display} is not a regular file (a pipe, socket or device); name a config file"
+        size = min(info.st_size, MAX_FILE_BYTES)
+        data = os.read(fd, size + 1)  # all of it in one read, unless it grew since fstat
+        while size < len(data) <= MAX_FILE_BYTES:
+            more = os.read(fd, MAX_FILE_BYTES + 1 - len(data))
+            if not more:
+                break
+            data += more
+    except OSError as e:
+        return None, f"Cannot read {display}: {e.strerror or e}"
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        return None, f"{display} is larger than {MAX_FILE_BYTES:,} bytes: too large for a config file"
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        return None, f"{display} is not UTF-8 text (byte 0x{data[e.start]:02x} at line {line})"
 
 
 def _in_reading_order(errors: list[Diagnostic]) -> list[Diagnostic]:

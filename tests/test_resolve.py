@@ -11,6 +11,7 @@ import pytest
 import slo
 from slo import Config, ConfigError, dumps, load, loads
 from slo.errors import Diagnostic
+from slo import resolve as resolve_module
 from slo.resolve import MAX_DEPTH
 from slo.schema import DEFAULTS, KEYS, SECTION_KEYS, SECTIONS
 
@@ -712,3 +713,17 @@ def test_origins_are_the_explained_chains_as_data(write):
     assert origins["ENV.A"] == [f"{top}:3:7", f"{base}:2:7"]
     assert origins["ENV.B"] == [f"{top}:3:11"]
     assert set(origins) == set(cfg) | {"ENV.A", "ENV.B"}
+
+
+def test_only_regular_files_of_bounded_size_are_read(write, tmp_path, monkeypatch, hang_guard):
+    os.mkfifo(tmp_path / "pipe.config")
+    (tmp_path / "zero.config").symlink_to("/dev/zero")
+    top = write("top.config", "FROM pipe.config zero.config big.config\n")
+    write("big.config", "MODEL n_layer=2\n" + "#" * 200 + "\n")
+    monkeypatch.setattr(resolve_module, "MAX_FILE_BYTES", 100)
+    with hang_guard(20):
+        errors = errors_of(load, top)
+    assert [d.message for d in errors] == [
+        f"{tmp_path / 'pipe.config'} is not a regular file (a pipe, socket or device); name a config file",
+        f"{tmp_path / 'zero.config'} is not a regular file (a pipe, socket or device); name a config file",
+        f"{tmp_path / 'big.config'} is larger than 100 bytes: too large for a config file"]
