@@ -233,3 +233,16 @@ def test_a_partial_torchrun_environment_is_a_clear_error(tmp_path, monkeypatch, 
 def test_a_trainer_of_several_ranks_needs_a_process_group(tmp_path):
     with pytest.raises(RunError, match="has joined no process group"):
         Trainer(slo.load(tiny_config(tmp_path)), rank=0, world_size=2)
+
+
+def test_a_rank_that_reported_its_error_and_then_died_at_exit_is_named_by_its_report(tmp_path):
+    from types import SimpleNamespace
+
+    from slo.runner.launcher import Watchdog
+
+    (tmp_path / "rank1.json").write_text('{"kind": "error", "message": "the loss is nan at iter 3"}')
+    ranks = [SimpleNamespace(exitcode=1, pid=10), SimpleNamespace(exitcode=-signal.SIGABRT, pid=11)]
+    watchdog = Watchdog(ranks, tmp_path)
+    watchdog.exit_order = [1, 0]
+    with pytest.raises(RunError, match=r"^rank 1 \(pid 11\) failed: the loss is nan at iter 3; the other rank stopped"):
+        watchdog._outcome()

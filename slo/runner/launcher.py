@@ -242,8 +242,14 @@ class Watchdog:
         self.kill_at = time.monotonic() + self.grace
 
     def _report(self, rank: int) -> tuple[str, str]:
-        """(kind, message) of a rank that did not stop cleanly."""
+        """(kind, message) of a rank that did not stop cleanly: what it reported before it ended (a rank
+        can still die at exit, as the C++ runtime tears down its threads), else how it ended."""
         exitcode = self.processes[rank].exitcode
+        try:
+            report = json.loads((self.reports / f"rank{rank}.json").read_text(encoding="utf-8"))
+            return report["kind"], report["message"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
         if exitcode < 0:
             name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else f"signal {-exitcode}"
             kind = "stopped" if rank in self.stopped_by_us else "error"
@@ -251,12 +257,7 @@ class Watchdog:
             if name == "SIGKILL":
                 hint = " (the kernel's out-of-memory killer sends SIGKILL: check the memory use)"
             return kind, f"was killed by {name}{hint}"
-        path = self.reports / f"rank{rank}.json"
-        try:
-            report = json.loads(path.read_text(encoding="utf-8"))
-            return report["kind"], report["message"]
-        except (OSError, ValueError, KeyError):
-            return "error", f"exited with status {exitcode}"
+        return "error", f"exited with status {exitcode}"
 
     def _outcome(self) -> int:
         failed = [r for r in self.exit_order if not self._clean(self.processes[r].exitcode)]
