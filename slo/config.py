@@ -73,7 +73,9 @@ class Config(Mapping):
         raise AttributeError("Config is immutable; use slo.load(..., overrides=[...]) to change a value")
 
     def __reduce__(self):  # pickled for the processes of a data-parallel run
-        return (Config, (self._values, self._env, self._provenance, self.warnings))
+        # Each provenance chain as a flat list: pickling the nested entries recurses once per assignment.
+        flat = {key: _flatten(entry) for key, entry in self._provenance.items()}
+        return (_unpickle, (self._values, self._env, flat, self.warnings))
 
     def __getitem__(self, key: str) -> Any:
         return self._values[key]
@@ -150,6 +152,25 @@ class Config(Mapping):
 
 _set_values, _set_env, _set_provenance, _set_sections, _set_warnings = (
     getattr(Config, name).__set__ for name in Config.__slots__)
+
+
+def _flatten(entry) -> list:
+    """A provenance chain as a list of (item, path), newest first."""
+    out = []
+    while entry is not None:
+        out.append(entry[:OVERRIDDEN])
+        entry = entry[OVERRIDDEN]
+    return out
+
+
+def _unpickle(values: dict, env: dict, flat: dict, warnings: list) -> Config:
+    provenance = {}
+    for key, assignments in flat.items():
+        entry = None
+        for item, path in reversed(assignments):
+            entry = (item, path, entry)
+        provenance[key] = entry
+    return Config(values, env, provenance, warnings)
 
 
 def _explain_line(key: str, value: str, origin: Origin, default_text: str | None) -> str:

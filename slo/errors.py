@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+QUOTED = 60  # characters of the source line quoted on each side of the value at fault
+MESSAGE = 2000  # characters of a message shown
+
 
 @dataclass(frozen=True)
 class Diagnostic:
@@ -28,15 +31,36 @@ class Diagnostic:
         return self.path
 
     def render(self) -> str:
-        text = f"{self.location()}: {self.severity}: {self.message}"
+        message = self.message
+        if len(message) > MESSAGE:
+            message = message[:MESSAGE - 200] + " ... " + message[-195:]
+        text = f"{self.location()}: {self.severity}: {message}"
         if self.line and self.source:
-            src = self.source.expandtabs(1)
-            width = max(1, self.end_col - self.col)
-            text += f"\n  {src}\n  {' ' * (self.col - 1)}^{'~' * (width - 1)}"
+            src, start, width = _window(self.source.expandtabs(1), self.col - 1, max(1, self.end_col - self.col))
+            text += f"\n  {src}\n  {' ' * start}^{'~' * (width - 1)}"
         return text
 
     def __str__(self) -> str:
         return self.render()
+
+
+def _window(line: str, start: int, width: int) -> tuple[str, int, int]:
+    """(the part of line shown, the caret's column in it, the caret's width): at most QUOTED
+    characters either side of the value, whose own middle is left out when it is long."""
+    if len(line) <= 2 * QUOTED + 40:
+        return line, start, width
+    end = min(start + width, len(line))
+    if end - start > 2 * QUOTED:  # a long value: its start and its end
+        value = line[start:start + QUOTED] + " ... " + line[end - QUOTED:end]
+    else:
+        value = line[start:end]
+    before = line[max(0, start - QUOTED):start]
+    after = line[end:end + QUOTED]
+    if start > QUOTED:
+        before = "..." + before
+    if end + QUOTED < len(line):
+        after += "..."
+    return before + value + after, len(before), max(1, len(value))
 
 
 class ConfigError(ValueError):

@@ -5,16 +5,25 @@ value (the config's ENV first, then the process's), ``${env:NAME:-default}``
 the same with a default, and ``$$`` a ``$``. A value that is one ``${key}``
 and nothing else takes that key's typed value. References are followed as
 they are met, so a cycle is found where it closes.
+
+Following them needs no recursion, however long the chain: each value being
+interpolated is a frame (a generator that yields the name it needs next) on
+an explicit stack. An expanded value longer than MAX_EXPANDED, or a config
+whose expansions together pass MAX_EXPANDED_TOTAL, is an error, so a few
+bytes that double at every reference cannot fill the memory.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .schema import CONVERT, ENV_NAME, KEYS, format_value, suggest
 from .statements import QUOTE, VALUE, is_interpolated
 
 FAILED = object()  # a value whose error is already reported
+MAX_EXPANDED = 1 << 20  # characters in one interpolated value
+MAX_EXPANDED_TOTAL = 16 << 20  # characters in all of one config's interpolated values
+_UNSET = object()  # env_final's mark of a name being typed: not yet known
 
 
 class Interpolation:
@@ -32,29 +41,75 @@ class Interpolation:
         self.error_at = error_at
         self.env_final: dict[str, Any] = {}
         self.pending: set[str] = set()
-        self.active: list[str] = []  # the keys and env:NAMEs being interpolated
+        self.active: list[str] = []  # the keys and env:NAMEs being interpolated, outermost first
+        self.expanded = 0  # characters expanded so far, against MAX_EXPANDED_TOTAL
 
     def run(self, keys: list[str]) -> dict[str, Any]:
         """Type keys into final (FAILED where that failed); returns the final ENV values."""
         self.pending = set(keys)
         for key in keys:
             if key in self.pending:
-                self.value_of(key)
+                self.resolve(key)
         for name in self.env_entries:
             if name not in self.env_final:
-                self.env_value(name)
+                self.resolve("env:" + name)
         return self.env_final
 
-    def value_of(self, key: str) -> Any:
-        """The final typed value of a schema key (FAILED once its error is reported)."""
-        if key not in self.pending:
-            return self.final[key]
+    # ---- the stack ------------------------------------------------------
+
+    def known(self, tag: str) -> Any:
+        """tag's value (a key, or env:NAME) when no frame is needed for it, else _UNSET."""
+        if tag.startswith("env:"):
+            name = tag[4:]
+            if name in self.env_final:
+                return self.env_final[name]
+            if name not in self.env_entries:
+                return self.environ.get(name)
+            return _UNSET
+        return _UNSET if tag in self.pending else self.final[tag]
+
+    def resolve(self, tag: str) -> Any:
+        """tag's final value, each reference it needs resolved first by a frame of its own."""
+        stack: list[tuple[str, Iterator]] = [(tag, self.frame(tag))]
+        self.active.append(tag)
+        on_stack = {tag}
+        reply = None
+        while True:
+            top, frame = stack[-1]
+            try:
+                need = frame.send(reply)
+            except StopIteration as done:
+                stack.pop()
+                self.active.pop()
+                on_stack.discard(top)
+                if not stack:
+                    return done.value
+                reply = done.value
+                continue
+            reply = self.known(need)
+            if reply is not _UNSET:
+                continue
+            if need in on_stack:
+                reply = self.cycle(need)
+                continue
+            stack.append((need, self.frame(need)))
+            self.active.append(need)
+            on_stack.add(need)
+            reply = None
+
+    def frame(self, tag: str) -> Iterator:
+        """A frame that stores and returns tag's final value; it yields each name it needs."""
+        if tag.startswith("env:"):
+            result = yield from self.env_frame(tag[4:])
+        else:
+            result = yield from self.key_frame(tag)
+        return result
+
+    def key_frame(self, key: str) -> Iterator:
         item, path, _ = self.entries[key]
         raw = item[VALUE]
-        if key in self.active:
-            return self.cycle(key, item, path)
         if is_interpolated(raw, item[QUOTE]):
-            raw = self.interpolate(key, raw, item, path)
+            raw = yield from self.interpolate(key, raw, item, path)
             if raw is not FAILED and type(raw) is not str and KEYS[key].type is str:
                 raw = format_value(raw)  # wandb_run_name=${n_layer} is the text "6"
         if raw is FAILED:
@@ -69,85 +124,125 @@ class Interpolation:
         self.pending.discard(key)
         return result
 
-    def env_value(self, name: str) -> Any:
-        """An environment value: ENV directives first, then the process environment; None if unset."""
-        if name in self.env_final:
-            return self.env_final[name]
-        entry = self.env_entries.get(name)
-        if entry is None:
-            return self.environ.get(name)
-        item, path, _ = entry
+    def env_frame(self, name: str) -> Iterator:
+        item, path, _ = self.env_entries[name]
         raw = item[VALUE]
-        tag = "env:" + name
-        if tag in self.active:
-            return self.cycle(tag, item, path)
         if type(raw) is not str:
             self.error_at(item, path, f"ENV {name}={format_value(raw)} must be a string: quote it")
             raw = FAILED
         elif is_interpolated(raw, item[QUOTE]):
-            raw = self.interpolate(tag, raw, item, path)
+            raw = yield from self.interpolate("env:" + name, raw, item, path)
             if raw is not FAILED and type(raw) is not str:
                 raw = format_value(raw)
         self.env_final[name] = raw
         return raw
 
-    def cycle(self, tag: str, item: tuple, path: str) -> Any:
-        """FAILED, with the error reported: tag (a key or env:NAME) is being interpolated already."""
-        self.error_at(item, path, "Reference cycle: " + " -> ".join(self.active[self.active.index(tag):] + [tag]))
+    def cycle(self, tag: str) -> Any:
+        """FAILED, with the error reported at tag's value: tag is being interpolated already."""
+        if tag.startswith("env:"):
+            item, path, _ = self.env_entries[tag[4:]]
+        else:
+            item, path, _ = self.entries[tag]
+        self.error_at(item, path, "Reference cycle: " + chain_text(self.active[self.active.index(tag):] + [tag]))
         return FAILED
 
-    def interpolate(self, tag: str, raw: str, item: tuple, path: str) -> Any:
+    # ---- one value ------------------------------------------------------
+
+    def interpolate(self, tag: str, raw: str, item: tuple, path: str) -> Iterator:
         """raw, the value of tag (a key or env:NAME), with ${key}, ${env:NAME[:-default]} and $$
-        replaced (FAILED after an error)."""
-        self.active.append(tag)
-        try:
-            out = []
-            i = 0
-            n = len(raw)
-            while True:
-                j = raw.find("$", i)
-                if j < 0:
-                    out.append(raw[i:])
-                    return "".join(out)
-                out.append(raw[i:j])
+        replaced (FAILED after an error); yields each name whose value it needs."""
+        out = []
+        size = 0
+        i = 0
+        n = len(raw)
+        while True:
+            j = raw.find("$", i)
+            if j < 0:
+                piece = raw[i:]
+            else:
+                piece = raw[i:j]
                 nxt = raw[j + 1:j + 2]
                 if nxt == "$":
-                    out.append("$")
+                    piece += "$"
                     i = j + 2
                 elif nxt == "{":
                     k = raw.find("}", j + 2)
                     if k < 0:
-                        self.error_at(item, path, f"Unterminated ${{ in {raw!r}: add the closing }}")
+                        self.error_at(item, path, f"Unterminated ${{ in {clip(raw)!r}: add the closing }}")
                         return FAILED
-                    value = self.reference(raw[j + 2:k], item, path)
+                    ref = raw[j + 2:k]
+                    need = self.reference(ref, item, path)
+                    if need is FAILED:
+                        return FAILED
+                    value = yield need
                     if value is FAILED:
                         return FAILED
+                    if value is None and need[:4] == "env:":  # a variable that is not set
+                        value = self.unset(ref, item, path)
+                        if value is FAILED:
+                            return FAILED
                     if j == 0 and k == n - 1:
                         return value
-                    out.append(value if type(value) is str else format_value(value))
+                    piece += value if type(value) is str else format_value(value)
                     i = k + 1
                 else:
-                    out.append("$")
+                    piece += "$"
                     i = j + 1
-        finally:
-            self.active.pop()
+            size += len(piece)
+            self.expanded += len(piece)
+            if size > MAX_EXPANDED or self.expanded > MAX_EXPANDED_TOTAL:
+                return self.too_long(tag, size, item, path)
+            out.append(piece)
+            if j < 0:
+                return "".join(out)
 
     def reference(self, ref: str, item: tuple, path: str) -> Any:
+        """The name (a key or env:NAME) that ${ref} needs, or FAILED after an error."""
         if ref.startswith("env:"):
-            name, has_default, default = ref[4:].partition(":-")
+            name = ref[4:].partition(":-")[0]
             if not ENV_NAME.match(name):
-                self.error_at(item, path, f"Invalid environment variable name {name!r} in ${{{ref}}}")
+                self.error_at(item, path, f"Invalid environment variable name {clip(name)!r} in ${{{clip(ref)}}}")
                 return FAILED
-            value = self.env_value(name)
-            if value is None:
-                if has_default:
-                    return default
-                self.error_at(item, path, (
-                    f"Environment variable {name} is not set: set it, add ENV {name}=..., "
-                    f"or give a default with ${{env:{name}:-default}}"))
-                return FAILED
-            return value
+            return "env:" + name
         if ref not in KEYS:
-            self.error_at(item, path, f"Unknown key {ref} in ${{{ref}}}{suggest(ref, KEYS)}")
+            self.error_at(item, path, f"Unknown key {clip(ref)} in ${{{clip(ref)}}}{suggest(ref, KEYS)}")
             return FAILED
-        return self.value_of(ref)
+        return ref
+
+    def unset(self, ref: str, item: tuple, path: str) -> Any:
+        """${env:NAME[:-default]} of a variable that is not set: its default, or FAILED after an error."""
+        name, has_default, default = ref[4:].partition(":-")
+        if has_default:
+            return default
+        self.error_at(item, path, (
+            f"Environment variable {name} is not set: set it, add ENV {name}=..., "
+            f"or give a default with ${{env:{name}:-default}}"))
+        return FAILED
+
+    def too_long(self, tag: str, size: int, item: tuple, path: str) -> Any:
+        chain = chain_text(self.active[:self.active.index(tag) + 1])
+        if size > MAX_EXPANDED:
+            what = f"{display(tag)} expands to more than {MAX_EXPANDED:,} characters"
+        elif self.expanded - size > MAX_EXPANDED_TOTAL:
+            return FAILED  # past the total already, and reported where it was passed
+        else:
+            what = f"the config's interpolated values pass {MAX_EXPANDED_TOTAL:,} characters in all at {display(tag)}"
+        self.error_at(item, path, f"{what} (through {chain}): a reference repeated or nested too often")
+        return FAILED
+
+
+def display(tag: str) -> str:
+    """A key or env:NAME as a config names it."""
+    return "ENV " + tag[4:] if tag.startswith("env:") else tag
+
+
+def chain_text(tags: list[str], most: int = 12) -> str:
+    """tags joined by arrows, the middle left out past most of them."""
+    if len(tags) > most:
+        tags = tags[:most // 2] + [f"... {len(tags) - most} more ..."] + tags[-most // 2:]
+    return " -> ".join(tags)
+
+
+def clip(text: str, most: int = 80) -> str:
+    """text, or its start and end around an ellipsis when longer than most characters."""
+    return text if len(text) <= most else text[:most // 2] + "..." + text[-most // 2:]

@@ -26,6 +26,7 @@ def read_config(text: str, path: str) -> Source:
     src.bases, src.sets, src.env, problems, errors, src.entries, src.env_entries = read(text, path)
     for line, col, end_col, message in errors:
         src.error(line, col, end_col, message)
+    firsts: dict | None = None  # ("ENV" or None, name) -> its first item, made at the first repeat
     for kind, (directive, line, col, _), item in problems:
         if kind == "late-from":
             src.error(line, col, col + 4, "FROM must come before every other directive")
@@ -35,10 +36,20 @@ def read_config(text: str, path: str) -> Source:
         elif kind == "key":
             src.add(item, directive, {})
         else:  # set twice: the first assignment is the earliest item of that name
-            items = src.env if directive == "ENV" else src.sets
-            first = next(i for i in items if i[KEY] == item[KEY])
+            if firsts is None:
+                firsts = _firsts(src)
+            first = firsts[directive == "ENV", item[KEY]]
             src.warn_twice("ENV." + item[KEY] if directive == "ENV" else item[KEY], item, first)
     return src
+
+
+def _firsts(src: Source) -> dict:
+    """(is ENV, name) -> the first item of that name in src."""
+    firsts: dict = {}
+    for is_env, items in ((False, src.sets), (True, src.env)):
+        for item in items:
+            firsts.setdefault((is_env, item[KEY]), item)
+    return firsts
 
 
 def read_comments(text: str) -> Comments:
