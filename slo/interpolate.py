@@ -23,7 +23,7 @@ from .statements import QUOTE, VALUE, is_interpolated
 FAILED = object()  # a value whose error is already reported
 MAX_EXPANDED = 1 << 20  # characters in one interpolated value
 MAX_EXPANDED_TOTAL = 16 << 20  # characters in all of one config's interpolated values
-_UNSET = object()  # env_final's mark of a name being typed: not yet known
+_UNSET = object()  # known()'s answer for a name that needs a frame of its own
 
 
 class Interpolation:
@@ -70,40 +70,35 @@ class Interpolation:
 
     def resolve(self, tag: str) -> Any:
         """tag's final value, each reference it needs resolved first by a frame of its own."""
-        stack: list[tuple[str, Iterator]] = [(tag, self.frame(tag))]
+        stack = [self.frame(tag)]
         self.active.append(tag)
-        on_stack = {tag}
+        on_stack = None  # the set of active, made when a second frame is needed
         reply = None
         while True:
-            top, frame = stack[-1]
             try:
-                need = frame.send(reply)
+                need = stack[-1].send(reply)
             except StopIteration as done:
                 stack.pop()
+                if on_stack is not None:
+                    on_stack.discard(self.active[-1])
                 self.active.pop()
-                on_stack.discard(top)
                 if not stack:
                     return done.value
                 reply = done.value
                 continue
-            reply = self.known(need)
-            if reply is not _UNSET:
-                continue
+            if on_stack is None:
+                on_stack = set(self.active)
             if need in on_stack:
                 reply = self.cycle(need)
                 continue
-            stack.append((need, self.frame(need)))
+            stack.append(self.frame(need))
             self.active.append(need)
             on_stack.add(need)
             reply = None
 
     def frame(self, tag: str) -> Iterator:
-        """A frame that stores and returns tag's final value; it yields each name it needs."""
-        if tag.startswith("env:"):
-            result = yield from self.env_frame(tag[4:])
-        else:
-            result = yield from self.key_frame(tag)
-        return result
+        """A frame that stores and returns tag's final value; it yields each name it needs first."""
+        return self.env_frame(tag[4:]) if tag[:4] == "env:" else self.key_frame(tag)
 
     def key_frame(self, key: str) -> Iterator:
         item, path, _ = self.entries[key]
@@ -174,11 +169,13 @@ class Interpolation:
                     need = self.reference(ref, item, path)
                     if need is FAILED:
                         return FAILED
-                    value = yield need
+                    value = self.known(need)
+                    if value is _UNSET:
+                        value = yield need
                     if value is FAILED:
                         return FAILED
-                    if value is None and need[:4] == "env:":  # a variable that is not set
-                        value = self.unset(ref, item, path)
+                    if need[:4] == "env:" and not (type(value) is str and (value.isascii() or is_utf8(value))):
+                        value = self.unset(ref, item, path) if value is None else self.not_utf8(need, item, path)
                         if value is FAILED:
                             return FAILED
                     if j == 0 and k == n - 1:
@@ -219,6 +216,11 @@ class Interpolation:
             f"or give a default with ${{env:{name}:-default}}"))
         return FAILED
 
+    def not_utf8(self, tag: str, item: tuple, path: str) -> Any:
+        self.error_at(item, path, f"Environment variable {tag[4:]} is not UTF-8 text (it holds bytes that were "
+                                  "not decoded); set it in UTF-8")
+        return FAILED
+
     def too_long(self, tag: str, size: int, item: tuple, path: str) -> Any:
         chain = chain_text(self.active[:self.active.index(tag) + 1])
         if size > MAX_EXPANDED:
@@ -229,6 +231,15 @@ class Interpolation:
             what = f"the config's interpolated values pass {MAX_EXPANDED_TOTAL:,} characters in all at {display(tag)}"
         self.error_at(item, path, f"{what} (through {chain}): a reference repeated or nested too often")
         return FAILED
+
+
+def is_utf8(text: str) -> bool:
+    """False when text holds lone surrogates: bytes of a command line or environment that were not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def display(tag: str) -> str:

@@ -19,7 +19,7 @@ from .config import Config
 from .errors import ConfigError, Diagnostic
 from .formats import reader
 from .formats.config_lang import read_config
-from .interpolate import FAILED, Interpolation
+from .interpolate import FAILED, Interpolation, is_utf8
 from .paths import base_paths, locate
 from .schema import ENV_NAME, RULES, SECTION_KEYS, SECTIONS, code_env, suggest
 from .source import CLI_PATH, STRING_PATH, Source
@@ -47,7 +47,10 @@ def cli_source(overrides: Iterable[str]) -> Source:
         name, eq, value = body.partition("=")
         section, dot, key = name.rpartition(".")
         item = (key, value, 1, start, start + len(name) + 1, start + len(body), BARE)
-        if not eq or not key:
+        if not arg.isascii() and not is_utf8(arg):
+            src.error(1, col, col + len(arg), "This argument is not UTF-8 text (it holds bytes the terminal passed "
+                      "undecoded); give it in UTF-8")
+        elif not eq or not key:
             src.error(1, col, col + len(arg), f"Expected --key=value or --SECTION.key=value, found {arg!r}")
         elif not dot:
             src.add(item, None, seen)

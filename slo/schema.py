@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 SCHEMA_VERSION = 1
+MAX_SEED = 2**32 - 1  # what numpy's seed() takes; torch takes it plus any rank
 
 # Directives that own keys, in the order a config is written out.
 SECTIONS = ("MODEL", "ADVANCED", "DATA", "TRAIN", "LR_SCHEDULE", "LOGGING", "SYSTEM", "DDP")
@@ -118,7 +119,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     _K("grad_clip", "TRAIN", float, 1.0, "Clip the gradient norm at this value; 0 disables.", ge=0),
     _K("init_from", "TRAIN", str, "scratch", "scratch, resume (from out_dir), or a checkpoint file path.", pattern=r".+", allowed="scratch, resume, or a checkpoint path"),
     _K("eval_only", "TRAIN", bool, False, "Evaluate once and exit."),
-    _K("seed", "TRAIN", int, 1337, "Random seed."),
+    _K("seed", "TRAIN", int, 1337, "Random seed (each data-parallel rank adds its rank).", ge=0, le=MAX_SEED),
     # LR_SCHEDULE
     _K("decay_lr", "LR_SCHEDULE", bool, True, "Follow the schedule; False: learning_rate at every step, no warmup (nanoGPT)."),
     _K("schedule", "LR_SCHEDULE", str, "cosine", "Decay shape (nanoGPT: cosine).", choices=("cosine", "linear", "constant", "wsd")),

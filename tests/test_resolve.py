@@ -179,7 +179,7 @@ def test_an_empty_config_is_all_defaults():
 # ---- typing by the key (SPEC section 3) -------------------------------------
 
 @pytest.mark.parametrize("key, text, value", [
-    ("n_layer", "6", 6), ("n_layer", "+6", 6), ("seed", "-3", -3), ("max_iters", "600_000", 600000),
+    ("n_layer", "6", 6), ("n_layer", "+6", 6), ("seed", "+3", 3), ("max_iters", "600_000", 600000),
     ("max_iters", "1e6", 1000000), ("max_iters", "3000.0", 3000), ("seed", "0", 0),
     ("learning_rate", "1", 1.0), ("learning_rate", "6e-4", 6e-4), ("learning_rate", ".5", 0.5),
     ("dropout", "0", 0.0), ("rope_theta", "1_000.5", 1000.5),
