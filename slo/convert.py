@@ -27,9 +27,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 
+from . import atomic
 from .command import EXIT_CONFIG_ERROR, EXIT_INTERRUPTED, EXIT_RUN_ERROR, print_warnings, report_config_error
 from .config import Config
 from .errors import ConfigError, RunError
@@ -172,7 +172,8 @@ def write_checked(c: Conversion, text: str, trust_py: bool) -> None:
     name = os.path.basename(c.real_output)
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=_ext(name))
+        atomic.sweep(folder, name)
+        fd, tmp = atomic.make_file(folder, name, _ext(name))
     except OSError as e:
         raise RunError(f"Cannot write {c.output}: {e.strerror or e}") from None
     try:

@@ -34,7 +34,7 @@ def trainer_state(model: GPT, iter_num: int = 3) -> dict:
 
 
 def temp_files(folder) -> list[str]:
-    return [p.name for p in folder.iterdir() if ".tmp." in p.name]
+    return [p.name for p in folder.iterdir() if ".tmp-" in p.name]
 
 
 # ---------------------------------------------------------------- saving
@@ -86,7 +86,7 @@ def test_the_new_file_replaces_the_old_one_by_rename(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ckpt_module.os, "replace", spy)
     save_checkpoint(path, {"model": {}, "iter_num": 7})
-    assert len(renames) == 1 and renames[0][1] == "ckpt.pt" and renames[0][0].startswith(".ckpt.pt.tmp.")
+    assert len(renames) == 1 and renames[0][1] == "ckpt.pt" and renames[0][0].startswith(".ckpt.pt.tmp-")
 
 
 def save_forever(path, payload, ready) -> None:
@@ -125,7 +125,7 @@ def test_sigkill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, 
 
 
 def test_a_temp_file_of_a_live_saver_is_left_alone(tmp_path):
-    live = tmp_path / f".ckpt.pt.tmp.{os.getppid()}.abcd"
+    live = tmp_path / f".ckpt.pt.tmp-{os.getppid()}-abcd"
     live.write_bytes(b"in progress")
     save_checkpoint(tmp_path / "ckpt.pt", {"model": {}})
     assert live.exists()

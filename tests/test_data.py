@@ -104,7 +104,7 @@ def test_no_meta_means_gpt2():
 
 @pytest.mark.parametrize("meta, message", [
     ([1, 2], "not a mapping"),
-    ({"vocab_size": "big"}, "vocab_size must be a positive integer"),
+    ({"vocab_size": "big"}, "vocab_size must be an integer from 1 to"),
     ({"tokenizer": "char", "vocab_size": 3}, "needs its itos"),
     ({"itos": {1: "a"}}, "itos is not numbered"),
     ({"tokenizer": "byte", "vocab_size": 256, "dtype": "int8"}, "dtype must be one of"),

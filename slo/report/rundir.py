@@ -19,7 +19,6 @@ A run's status, derived from those files (the trainer writes no marker):
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -29,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RunError
-from ..runner.files import CHECKPOINT_NAME, CONFIG_JSON, LOCK_NAME, METRICS_NAME, ORIGINS_JSON, read_records
+from ..runner.files import CHECKPOINT_NAME, CONFIG_JSON, LOCK_NAME, METRICS_NAME, ORIGINS_JSON, is_number, read_records
+from ..runner.files import read_json as read_json_file
 from ..runner.lock import holder
 from ..schema import format_value
 
@@ -60,7 +60,7 @@ class Run:
     @property
     def max_iters(self) -> int | None:
         value = self.config.get("max_iters")
-        return value if isinstance(value, int) else None
+        return value if is_number(value) and isinstance(value, int) else None
 
     @property
     def iters_done(self) -> int:
@@ -155,8 +155,10 @@ def read_json(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = read_json_file(path)
+    except OSError as e:
+        raise RunError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:
         raise RunError(f"cannot read {path}: {e}; it should be the flat JSON config a run writes") from None
     if not isinstance(data, dict):
         raise RunError(f"{path} is not a JSON object of config keys")
@@ -171,12 +173,12 @@ def _read_checkpoint(run: Run) -> None:
     from ..runner.checkpoint import load_checkpoint  # imports torch
 
     ckpt = load_checkpoint(path, map_location="cpu")
-    if isinstance(ckpt.get("iter_num"), int):
+    if is_number(ckpt.get("iter_num")) and isinstance(ckpt["iter_num"], int):
         run.checkpoint_iter = ckpt["iter_num"]
     best = ckpt.get("best_val_loss")
     if hasattr(best, "numel") and best.numel() == 1:  # nanoGPT saves a 0-d tensor
         best = best.item()
-    if isinstance(best, (int, float)) and not isinstance(best, bool):
+    if is_number(best):
         run.checkpoint_best_val = float(best)
     if not run.config:
         run.config = checkpoint_config(ckpt) or {}
@@ -199,8 +201,8 @@ def read_origins(path: Path) -> dict[str, list[str]]:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = read_json_file(path)
+    except (OSError, ValueError):
         return {}
     if not isinstance(data, dict):
         return {}
@@ -234,4 +236,4 @@ def shorten(text: str, width: int) -> str:
 
 
 def finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return is_number(value) and math.isfinite(value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import RunError
+from ..errors import RunError, first_line
 from .dataset import ShardedTokens, check_length
 
 
@@ -83,7 +83,7 @@ class Batches:
         try:
             self.rng.bit_generator.state = state["rng"]
             self.drawn = int(state["drawn"])
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
             raise RunError(
-                f"the checkpoint's data position cannot be restored ({e}); start with init_from=scratch"
+                f"the checkpoint's data position cannot be restored ({first_line(e)}); start with init_from=scratch"
             ) from None

@@ -187,13 +187,13 @@ class NanoGPTStyleLoop:
         import torch
 
         from .dataset import ShardedTokens
-        from .model import GPT
+        from .model import build_model
         from .optim import param_groups
 
         self.trainer = trainer
         device, train = trainer.device, trainer.train_cfg
         self.device = device
-        self.model = GPT(trainer.args).to(device)
+        self.model = build_model(trainer.args, device)
         self.model.load_state_dict(trainer.raw_model.state_dict())  # the same initial weights
         compiled = trainer.model is not trainer.raw_model
         self.forward = torch.compile(self.model) if compiled else self.model

@@ -22,6 +22,7 @@ import os
 import pickle
 import random
 import re
+import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,39 +30,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import atomic
 from ..errors import RunError, first_line
 from ..schema import SCHEMA_VERSION
-from .files import CHECKPOINT_NAME
-from .model import GPT, ModelArgs
+from .files import CHECKPOINT_NAME, is_number, shown
+from .model import BYTES_TO_LOAD, GPT, ModelArgs, build_model
 
 # prefixes torch.compile and DistributedDataParallel put before parameter names
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 # model_args that do not change the weights or what the model computes at inference
 _TRAINING_ONLY_ARGS = ("dropout", "init_std", "activation_checkpointing")
-
-
-def _temp_prefix(path: Path) -> str:
-    return f".{path.name}.tmp."
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Delete temporary files left by saves of ``path`` whose process is gone."""
-    prefix = _temp_prefix(path)
-    for tmp in path.parent.glob(prefix + "*"):
-        pid_text = tmp.name[len(prefix):].split(".", 1)[0]
-        if pid_text.isdigit() and (int(pid_text) == os.getpid() or not _process_alive(int(pid_text))):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists but belongs to someone else
-        return True
-    return True
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -82,10 +60,10 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write ``state`` to ``path`` atomically: temp file, flush, fsync, rename, fsync the folder."""
     path = Path(path)
     folder = path.parent
-    tmp = folder / f"{_temp_prefix(path)}{os.getpid()}.{os.urandom(4).hex()}"
+    tmp = folder / f"{atomic.prefix(path.name)}{os.urandom(4).hex()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(path)
+        atomic.sweep(folder, path.name)
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
@@ -94,13 +72,28 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise RunError(f"could not write checkpoint {path}: {first_line(e) or type(e).__name__}. The previous checkpoint, if any, is "
-                       "untouched; free some disk space or point out_dir at a writable folder") from e
+        raise RunError(f"could not write checkpoint {path}: {_write_failure(e, folder)}. The previous checkpoint, "
+                       "if any, is untouched; free some disk space or point out_dir at a writable folder") from e
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
     _fsync_dir(folder)
+
+
+def _write_failure(e: BaseException, folder: Path) -> str:
+    """What stopped a save, in words: torch's writer reports a short write ("unexpected pos ...")
+    and the like without saying that the disk is full."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = first_line(e) or type(e).__name__
+    if isinstance(e, RuntimeError) and re.search(r"unexpected pos|failed writing|file write failed", text):
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            return "the write was cut short (is the disk full?)"
+        return f"the write was cut short: the disk is full or nearly ({free / 2**20:,.1f} MiB free in {folder})"
+    return text
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -110,6 +103,9 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """
     path = Path(path)
     if path.is_dir():
+        if not (path / CHECKPOINT_NAME).exists():
+            raise RunError(f"{path} is a folder without a {CHECKPOINT_NAME}: give a checkpoint file, or the out_dir "
+                           "of a run that saved one")
         path = path / CHECKPOINT_NAME
     where = f"{path.name} in {path.parent}"
     if not path.exists():
@@ -120,7 +116,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        refused = re.search(r"GLOBAL ([\w.]+)", str(e))  # "Unsupported global: GLOBAL x", "unsupported GLOBAL x whose"
         if refused:
             raise RunError(f"{where} holds a Python object ({refused.group(1)}) that safe loading refuses; "
                            "only checkpoints of tensors and plain values (dicts, lists, numbers, "
@@ -182,7 +178,7 @@ def model_from_checkpoint(ckpt: dict, device="cpu") -> GPT:
         raise RunError("the checkpoint has no 'model_args', so its model cannot be rebuilt; "
                        "use a ckpt.pt written by slo or nanoGPT")
     args = ModelArgs.from_dict(ckpt["model_args"])
-    model = GPT(args)
+    model = build_model(args, torch.device("cpu"), BYTES_TO_LOAD)
     state = clean_state_dict(ckpt["model"])
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
@@ -289,7 +285,7 @@ def restore(trainer, init_from: str) -> bool:
                            "point out_dir at the run to continue, or start one with init_from=scratch")
     else:
         path = Path(init_from).expanduser()
-        path = path / CHECKPOINT_NAME if path.is_dir() else path
+        path = path / CHECKPOINT_NAME if path.is_dir() and (path / CHECKPOINT_NAME).exists() else path
     ckpt = load_checkpoint(path, map_location="cpu")
     _load_weights(trainer, ckpt, path)
     if init_from == "resume" or (own.exists() and path.resolve() == own.resolve()):
@@ -319,17 +315,21 @@ def _load_weights(trainer, ckpt: dict, path: Path) -> None:
 
 def load_trainer_state(trainer, ckpt: dict) -> None:
     """Optimizer, progress, data position, loss scaler and random states of a checkpoint."""
+    optimizer = ckpt.get("optimizer")
+    if not isinstance(optimizer, dict):
+        raise _bad_field("optimizer", optimizer, "an optimizer state dict")
     try:
-        trainer.optimizer.load_state_dict(ckpt["optimizer"])
-    except (KeyError, ValueError, RuntimeError) as e:
-        raise RunError(f"the checkpoint's optimizer state does not fit this model ({e}); "
+        trainer.optimizer.load_state_dict(optimizer)
+    except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as e:
+        raise RunError(f"the checkpoint's optimizer state does not fit this model ({first_line(e)}); "
                        "start with init_from=scratch, or finetune with init_from=PATH") from None
+    iter_num = _count(ckpt, "iter_num", 0)
     trainer.progress = Progress(
-        iter_num=int(ckpt.get("iter_num", 0)),
-        best_val_loss=float(ckpt.get("best_val_loss", math.inf)),
-        last_eval_iter=int(ckpt.get("last_eval_iter", -1)),
-        elapsed=float(ckpt.get("elapsed", 0.0)),
-        last_saved_iter=int(ckpt.get("iter_num", 0)),
+        iter_num=iter_num,
+        best_val_loss=_number(ckpt, "best_val_loss", math.inf),
+        last_eval_iter=_count(ckpt, "last_eval_iter", -1, least=-1),
+        elapsed=_number(ckpt, "elapsed", 0.0),
+        last_saved_iter=iter_num,
     )
     own = _own_rank_state(trainer, ckpt)
     if "data" in own:
@@ -344,10 +344,38 @@ def _own_rank_state(trainer, ckpt: dict) -> dict:
     """This rank's data position and random states: from ``ranks`` in a data-parallel checkpoint,
     else the top-level ones (rank 0's). A rank the checkpoint has none for starts afresh."""
     ranks = ckpt.get("ranks") or [{k: ckpt[k] for k in ("data", "rng") if k in ckpt}]
+    if not isinstance(ranks, list) or not all(isinstance(r, dict) for r in ranks):
+        raise _bad_field("ranks", ranks, "a list of each rank's data and random states (dicts)")
     if len(ranks) != trainer.world_size:
         trainer.say(f"note: the checkpoint was written by {len(ranks)} process(es) and this run has "
                     f"{trainer.world_size}: the data streams of the ranks differ from an uninterrupted run's")
     return ranks[trainer.rank] if trainer.rank < len(ranks) else {}
+
+
+def _bad_field(name: str, value, wanted: str) -> RunError:
+    what = shown(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else type(value).__name__
+    return RunError(f"the checkpoint's {name} is {what}, not {wanted}: the file is damaged or was not written "
+                    "by slo; resume from another checkpoint, or start with init_from=scratch")
+
+
+def _count(ckpt: dict, name: str, default: int, least: int = 0) -> int:
+    """An integer field of a checkpoint (a 0-d integer tensor too), checked."""
+    value = ckpt.get(name, default)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = value.item()
+    if not (is_number(value) and isinstance(value, int) and value >= least):
+        raise _bad_field(name, value, f"an integer >= {least}")
+    return value
+
+
+def _number(ckpt: dict, name: str, default: float) -> float:
+    """A number field of a checkpoint (nanoGPT saves best_val_loss as a 0-d tensor), checked."""
+    value = ckpt.get(name, default)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if not is_number(value):
+        raise _bad_field(name, value, "a number")
+    return float(value)
 
 
 def get_rng_state() -> dict:
@@ -371,6 +399,6 @@ def set_rng_state(state: dict) -> None:
             np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
         if state.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]][:torch.cuda.device_count()])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise RunError(f"the checkpoint's random states cannot be restored ({e}); "
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError, OverflowError) as e:
+        raise RunError(f"the checkpoint's random states cannot be restored ({first_line(e)}); "
                        "start with init_from=scratch, or finetune with init_from=PATH") from None

@@ -15,13 +15,14 @@ import json
 import os
 import pickle
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import RunError
+from .. import atomic
+from ..errors import RunError, first_line
+from .files import read_json
 from .tokenizers import TOKEN_DTYPES, Tokenizer, normalize_meta
 
 BUILTIN = "builtin"
@@ -60,9 +61,9 @@ def load_meta(data_dir, dataset) -> dict:
     path = folder / META_JSON
     if path.is_file():
         try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise RunError(f"{path} cannot be read ({e}); fix it or prepare the dataset again") from None
+            meta = read_json(path)
+        except (OSError, ValueError) as e:
+            raise RunError(f"{path} cannot be read ({first_line(e)}); fix it or prepare the dataset again") from None
         return normalize_meta(meta, str(path))
     path = folder / META_PKL
     if path.is_file():
@@ -264,7 +265,8 @@ def write_dataset(folder, train: np.ndarray, val: np.ndarray, meta: dict, *, rep
     vocab = meta["vocab_size"]
     dtype_name = "uint32" if vocab > 65536 else "uint16"
     meta = {**meta, "dtype": dtype_name}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    atomic.sweep(folder.parent, folder.name)
+    tmp = atomic.make_dir(folder.parent, folder.name)
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is not
         for name, tokens in (("train.bin", train), ("val.bin", val)):
@@ -284,7 +286,7 @@ def write_dataset(folder, train: np.ndarray, val: np.ndarray, meta: dict, *, rep
 
 def _move_into_place(tmp: Path, folder: Path, replace: bool) -> bool:
     if replace and folder.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+        old = atomic.make_dir(folder.parent, folder.name, "old")
         os.replace(folder, old / folder.name)
         os.rename(tmp, folder)
         shutil.rmtree(old, ignore_errors=True)

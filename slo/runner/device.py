@@ -188,6 +188,10 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
         for key, flops in GPU_BF16_PEAKS:
             if key in name:
                 return flops
+    if device.type != "cuda" and dtype != torch.float32:
+        # A CPU without half-precision units runs some of autocast's ops in float32, faster than its
+        # own slow half-precision matmul: the peak is the faster of the two, so MFU stays below 100%.
+        return max(measure_matmul_flops(device, dtype), measure_matmul_flops(device, torch.float32))
     return measure_matmul_flops(device, dtype)
 
 
@@ -203,3 +207,34 @@ def memory_mb(device: torch.device) -> float:
         return 0.0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def memory_total(device: torch.device) -> int | None:
+    """Bytes of memory the device has (the CPU's: RAM, or the cgroup's limit when lower); None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type != "cpu":
+        return None
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
+            limit = f.read().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    return total
+
+
+def is_allocation_failure(error: BaseException) -> bool:
+    """True when error means memory ran out (the CPU allocator's, numpy's or a device's)."""
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(
+        s in text for s in ("can't allocate memory", "not enough memory", "out of memory", "Unable to allocate"))
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"

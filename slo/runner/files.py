@@ -18,15 +18,68 @@ EXPLAIN_NAME = "config.explain.txt"  # the same, for people
 LOCK_NAME = "run.lock"  # held by the run training there (slo.runner.lock)
 
 
+MAX_INT = 1 << 63  # an integer read back from a run's files is smaller than this in size
+RECORD_NUMBERS = ("loss", "val_loss", "train_loss", "lr", "tokens_per_s", "mfu", "memory_mb", "ms_per_iter", "time",
+                  "tokens")  # fields of a metrics record that are numbers (or null) when present
+
+
+def parse_json(text: str | bytes):
+    """The value of a JSON text; ValueError, saying why, for anything that is not plain JSON
+    (bad syntax or bytes, an integer past Python's digit limit, nesting past the recursion limit)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, the int-string limit
+        raise ValueError(str(e).split("; use sys.set_int_max_str_digits")[0]) from None
+
+
+def read_json(path: Path):
+    """parse_json of a file's contents; OSError when it cannot be read."""
+    with open(path, "rb") as f:
+        return parse_json(f.read())
+
+
+def is_number(value) -> bool:
+    """An int or float (not a bool) that converts to float."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, float) or (isinstance(value, int) and -MAX_INT < value < MAX_INT)
+
+
+def shown(value) -> str:
+    """A value read from a file, as a message shows it: its repr, cut to 60 characters."""
+    if isinstance(value, int) and abs(value) >= 10 ** 60:  # repr fails past Python's digit limit
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def as_record(line: bytes | str) -> dict | None:
+    """One metrics.jsonl line as its record, or None when it is not one: a line cut short by a kill,
+    bytes that are not JSON, or an object without an integer iter, a loss or val_loss, and numbers."""
+    try:
+        rec = parse_json(line)
+    except ValueError:
+        return None
+    if not isinstance(rec, dict) or not ("loss" in rec or "val_loss" in rec):
+        return None
+    it = rec.get("iter")
+    if not (is_number(it) and isinstance(it, int) and it >= 0):
+        return None
+    for key in RECORD_NUMBERS:
+        value = rec.get(key)
+        if value is not None and not is_number(value):
+            return None
+    return rec
+
+
 def read_records(path: Path) -> list[dict]:
-    """The records of a metrics.jsonl; a line cut short by a kill, or not a record, is skipped."""
+    """The records of a metrics.jsonl; a line that is not one (as_record) is skipped."""
     records = []
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, "rb") as f:
         for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and isinstance(rec.get("iter"), int) and ("loss" in rec or "val_loss" in rec):
+            rec = as_record(line)
+            if rec is not None:
                 records.append(rec)
     return records

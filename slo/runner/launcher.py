@@ -28,8 +28,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from .. import atomic
 from ..errors import RunError, first_line
 from .device import pick_device, usable_cpus
+from .files import read_json
 from .lock import RunLock
 from .parallel import (Placement, check_world, collective_timeout, communication_failure, join_group, pick_backend,
                        rank_device, torchrun_placement)
@@ -136,7 +138,8 @@ def launch(cfg, nproc: int) -> int:
     pick_backend(cfg.ddp.backend, pick_device(cfg.system.device))
     collective_timeout()
     check_port(addr, port)
-    with tempfile.TemporaryDirectory(prefix="slo-ddp-") as reports:
+    atomic.sweep(tempfile.gettempdir(), "slo-ddp")  # the reports of launchers that were killed
+    with tempfile.TemporaryDirectory(prefix=atomic.prefix("slo-ddp")) as reports:
         context = mp.start_processes(_spawned_rank, args=(cfg, nproc, addr, port, reports), nprocs=nproc,
                                      join=False, start_method="spawn")
         pids = ", ".join(str(p.pid) for p in context.processes)
@@ -246,7 +249,7 @@ class Watchdog:
         can still die at exit, as the C++ runtime tears down its threads), else how it ended."""
         exitcode = self.processes[rank].exitcode
         try:
-            report = json.loads((self.reports / f"rank{rank}.json").read_text(encoding="utf-8"))
+            report = read_json(self.reports / f"rank{rank}.json")
             return report["kind"], report["message"]
         except (OSError, ValueError, KeyError, TypeError):
             pass

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ..errors import RunError
-from .files import LOCK_NAME
+from .files import LOCK_NAME, read_json
 
 try:
     import fcntl
@@ -67,8 +67,8 @@ class RunLock:
 def read_holder(path: Path) -> dict:
     """What a lock file says of its holder ({} when it says nothing readable)."""
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        info = read_json(path)
+    except (OSError, ValueError):
         return {}
     return info if isinstance(info, dict) else {}
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import RunError
-from .files import METRICS_NAME, PREVIOUS_METRICS_NAME
+from .files import METRICS_NAME, PREVIOUS_METRICS_NAME, as_record
 from .tensorboard import TensorBoardLog, scalar_name
 
 
@@ -46,21 +46,25 @@ def console_print(text: str, stream=None) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
-def trim_metrics(path: Path, resume_iter: int) -> None:
+def trim_metrics(path: Path, resume_iter: int) -> int:
     """Drop the records a resumed run will write again: train steps from ``resume_iter``
-    on, evaluations after it (the checkpoint was saved right after the one at it)."""
+    on, evaluations after it (the checkpoint was saved right after the one at it). A line
+    that is not a record (files.as_record) is dropped too; returns how many were."""
     if not path.is_file():
-        return
+        return 0
     kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a kill
-            continue
-        it = rec.get("iter", 0)
-        if ("val_loss" in rec and it <= resume_iter) or ("val_loss" not in rec and it < resume_iter):
-            kept.append(line)
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    damaged = 0
+    with open(path, "rb") as f:
+        for line in f:
+            rec = as_record(line)
+            if rec is None:
+                damaged += bool(line.strip())
+                continue
+            it = rec["iter"]
+            if ("val_loss" in rec and it <= resume_iter) or ("val_loss" not in rec and it < resume_iter):
+                kept.append(line.rstrip(b"\r\n") + b"\n")
+    path.write_bytes(b"".join(kept))
+    return damaged
 
 
 def _plain(value):
@@ -91,7 +95,9 @@ class RunLog:
                     self.say(f"note: the earlier run's {METRICS_NAME} is now {PREVIOUS_METRICS_NAME}")
                 path.write_text("", encoding="utf-8")
             else:
-                trim_metrics(path, resume_iter)
+                damaged = trim_metrics(path, resume_iter)
+                if damaged:
+                    self.say(f"note: {damaged} damaged line(s) of {path} (not JSON records of a run) were dropped")
             self.metrics = open(path, "a", encoding="utf-8")
         except OSError as e:
             raise _write_error(path, e) from None

@@ -19,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..errors import RunError
 from ..schema import KEYS, SECTION_KEYS
+from .device import gib, is_allocation_failure, memory_total
 
 
 DEFAULT_VOCAB_SIZE = 50304  # nanoGPT's GPT-2 vocabulary padded to a multiple of 64
@@ -89,6 +90,46 @@ class _Shape:
     def to_dict(self) -> dict:
         """Plain types only, for a checkpoint's ``model_args``."""
         return dataclasses.asdict(self)
+
+
+BYTES_TO_TRAIN = 16  # per parameter: float32 weights, gradients and AdamW's two moments
+BYTES_TO_LOAD = 8  # per parameter: the weights, and the checkpoint's copy they are loaded from
+
+
+def build_model(args: ModelArgs, device: torch.device, bytes_per_param: int = BYTES_TO_TRAIN,
+                batch_size: int = 0) -> "GPT":
+    """GPT(args) on device, refused with advice when its parameters (and the activations of a
+    training micro-batch of batch_size rows) cannot fit in the device's memory. Parameters are
+    counted on the meta device, so nothing is allocated to find out."""
+    with torch.device("meta"):
+        n = GPT(args).num_params(non_embedding=False)
+    weights = n * bytes_per_param
+    activations = activation_bytes(args, batch_size)
+    total = memory_total(device)
+    lower = "vocab_size or n_embd" if args.vocab_size * args.n_embd > n // 2 else "n_layer or n_embd"
+    if total is not None and weights + activations > total:
+        if weights >= activations:
+            use = "training" if bytes_per_param == BYTES_TO_TRAIN else "its weights"
+            raise RunError(f"the model has {n:,} parameters: {gib(weights)} for {use}, more than the "
+                           f"{gib(total)} of {device}; lower {lower}")
+        raise RunError(f"a micro-batch of batch_size={batch_size} rows of block_size={args.block_size} tokens needs "
+                       f"about {gib(activations)} for activations, more than the {gib(total)} of {device} holds "
+                       f"with the model; lower batch_size (and raise gradient_accumulation_steps to keep the "
+                       "tokens per step)")
+    try:
+        return GPT(args).to(device)
+    except (MemoryError, RuntimeError) as e:
+        if not is_allocation_failure(e):
+            raise
+        raise RunError(f"out of memory making the model ({n:,} parameters) on {device}; lower {lower}") from None
+
+
+def activation_bytes(args: ModelArgs, batch_size: int) -> int:
+    """A low estimate of the memory one training micro-batch keeps for the backward pass: 34 bytes
+    per token and unit of n_embd in each block (Korthikanti et al.'s count in 16-bit, attention by a
+    fused kernel), and the float32 logits with their gradient."""
+    tokens = batch_size * args.block_size
+    return tokens * (args.n_layer * 34 * args.n_embd + 8 * args.vocab_size)
 
 
 def _shape_field(key: str) -> tuple:
@@ -344,7 +385,7 @@ class GPT(nn.Module):
 def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """One token per row of logits (B, vocab): (B, 1)."""
-    if temperature == 0:
+    if temperature < torch.finfo(torch.float32).tiny:  # 0, or so small that 1/temperature is inf: greedy
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits.float()
     logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature  # max first: a tiny temperature stays finite

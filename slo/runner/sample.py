@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from ..errors import RunError
-from ..schema import KEYS
+from ..schema import KEYS, MAX_SEED
 
 PROGRESS_MIN_TOKENS = 100  # fewer new tokens than this come back too fast for a progress bar
 
@@ -57,6 +57,8 @@ def _check_options(ns) -> None:
         problems.append(f"--temperature={ns.temperature} must be a number >= 0 (0 is greedy)")
     if ns.top_k < 0:
         problems.append(f"--top_k={ns.top_k} must be >= 0 (0 keeps every token)")
+    if not 0 <= ns.seed <= MAX_SEED:
+        problems.append(f"--seed={ns.seed} must be from 0 to {MAX_SEED}")
     if ns.num_samples < 1:
         problems.append(f"--num_samples={ns.num_samples} must be >= 1")
     if not re.fullmatch(KEYS["device"].pattern, ns.device):
@@ -68,12 +70,21 @@ def _check_options(ns) -> None:
 def read_prompt(prompt: str) -> str:
     """The prompt text; ``FILE:path`` reads it from a file (nanoGPT's convention)."""
     if not prompt.startswith("FILE:"):
+        try:
+            prompt.encode("utf-8")  # bytes the terminal passed undecoded come as lone surrogates
+        except UnicodeEncodeError as e:
+            byte = prompt[e.start].encode("utf-8", "surrogateescape")
+            raise RunError(f"the prompt is not UTF-8 text (byte 0x{byte.hex()} at character {e.start + 1}); "
+                           "give it in UTF-8, or as FILE:path to a UTF-8 file") from None
         return prompt
     path = Path(prompt[5:])
     try:
         return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise RunError(f"cannot read the prompt file {path}: {e}") from None
+    except UnicodeDecodeError as e:
+        raise RunError(f"the prompt file {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                       f"{e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise RunError(f"cannot read the prompt file {path}: {e.strerror or e}") from None
 
 
 def sample_from(ns) -> list[str]:
@@ -84,7 +95,7 @@ def sample_from(ns) -> list[str]:
     import torch
 
     from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .device import autocast, pick_device, pick_dtype
+    from .device import autocast, is_allocation_failure, pick_device, pick_dtype
 
     device = pick_device(ns.device)
     dtype = pick_dtype(ns.dtype, device)
@@ -98,10 +109,16 @@ def sample_from(ns) -> list[str]:
     torch.manual_seed(ns.seed)
     generator = torch.Generator(device=device).manual_seed(ns.seed)
     show_progress = sys.stderr.isatty() and ns.max_new_tokens >= PROGRESS_MIN_TOKENS
-    with autocast(device, dtype):
-        return generate_text(model, tokenizer, prompt, max_new_tokens=ns.max_new_tokens,
-                             temperature=ns.temperature, top_k=ns.top_k or None,
-                             num_samples=ns.num_samples, generator=generator, progress=show_progress)
+    try:
+        with autocast(device, dtype):
+            return generate_text(model, tokenizer, prompt, max_new_tokens=ns.max_new_tokens,
+                                 temperature=ns.temperature, top_k=ns.top_k or None,
+                                 num_samples=ns.num_samples, generator=generator, progress=show_progress)
+    except (MemoryError, RuntimeError) as e:
+        if not is_allocation_failure(e):
+            raise
+        raise RunError(f"out of memory drawing {ns.num_samples:,} samples of {ns.max_new_tokens:,} tokens on {device}: "
+                       "lower --num_samples (they are drawn as one batch)") from None
 
 
 def tokenizer_for(ckpt: dict, folder: Path):

@@ -11,9 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import RunError
+from .files import shown
 
 GPT2_VOCAB_SIZE = 50257
 TOKEN_DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
+MAX_VOCAB = 1 << 32  # the ids a uint32 token file holds
 
 
 class Tokenizer:
@@ -158,11 +160,14 @@ def normalize_meta(meta, source: str = "the dataset's meta") -> dict:
         meta.setdefault("tokenizer", "char")
         meta.setdefault("vocab_size", len(itos))
     vocab = meta.get("vocab_size")
-    if vocab is not None and (not isinstance(vocab, int) or isinstance(vocab, bool) or vocab < 1):
-        raise RunError(f"{source}: vocab_size must be a positive integer, not {vocab!r}")
+    if vocab is not None and (not isinstance(vocab, int) or isinstance(vocab, bool) or not 1 <= vocab <= MAX_VOCAB):
+        raise RunError(f"{source}: vocab_size must be an integer from 1 to {MAX_VOCAB:,}, not {shown(vocab)}")
+    kind = meta.get("tokenizer")
+    if kind is not None and not isinstance(kind, str):
+        raise RunError(f"{source}: tokenizer must be a name such as \"byte\", \"char\" or \"gpt2\", not {shown(kind)}")
     if meta.get("tokenizer") == "char" and "itos" not in meta:
         raise RunError(f"{source}: a char-level tokenizer needs its itos list; prepare the dataset again")
     dtype = meta.get("dtype")
-    if dtype is not None and dtype not in TOKEN_DTYPES:
-        raise RunError(f"{source}: dtype must be one of {', '.join(TOKEN_DTYPES)}, not {dtype!r}")
+    if dtype is not None and (not isinstance(dtype, str) or dtype not in TOKEN_DTYPES):
+        raise RunError(f"{source}: dtype must be one of {', '.join(TOKEN_DTYPES)}, not {shown(dtype)}")
     return meta

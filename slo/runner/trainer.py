@@ -30,11 +30,11 @@ from .batches import Batches
 from .checkpoint import Progress, kept_checkpoint, restore, save_due, save_trainer, trainer_state
 from .corpus import ensure_builtin
 from .dataset import META_JSON, open_dataset
-from .device import (autocast, compile_failure_message, configure_backends, maybe_compile, memory_mb,
-                     peak_flops, pick_device, pick_dtype)
+from .device import (autocast, compile_failure_message, configure_backends, is_allocation_failure, maybe_compile,
+                     memory_mb, peak_flops, pick_device, pick_dtype)
 from .files import CHECKPOINT_NAME, CONFIG_JSON, EXPLAIN_NAME, ORIGINS_JSON
 from .metrics import RunLog, console_print, format_eval_line, format_train_line
-from .model import DEFAULT_VOCAB_SIZE, GPT, ModelArgs
+from .model import DEFAULT_VOCAB_SIZE, ModelArgs, build_model
 from .optim import Schedule, make_optimizer, set_lr
 from .parallel import check_world, collectives, compile_failure_in_group, rank_device
 
@@ -86,7 +86,7 @@ class Trainer:
                                     block_size=self.data_cfg.block_size, vocab_size=cfg.model.vocab_size)
         vocab_size = cfg.model.vocab_size or self.dataset.vocab_size or DEFAULT_VOCAB_SIZE
         self.args = ModelArgs.from_config(cfg, vocab_size)
-        self.raw_model = GPT(self.args).to(self.device)
+        self.raw_model = build_model(self.args, self.device, batch_size=self.data_cfg.batch_size)
         self.optimizer, self.optimizer_kind = make_optimizer(self.raw_model, self.train_cfg, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.schedule = Schedule.from_config(self.train_cfg, cfg.lr_schedule)
@@ -307,7 +307,9 @@ class Trainer:
                     self._log_step(p.iter_num - 1, loss, lr, time.perf_counter() - interval_start, interval_iters,
                                    time.perf_counter() - clock)
                     interval_start, interval_iters = time.perf_counter(), 0
-        except torch.cuda.OutOfMemoryError:
+        except (MemoryError, RuntimeError) as e:
+            if not is_allocation_failure(e):
+                raise
             raise RunError(f"out of memory on {self.device} at batch_size={self.data_cfg.batch_size}, "
                            f"block_size={self.data_cfg.block_size}: lower batch_size (and raise "
                            "gradient_accumulation_steps to keep the tokens per step)") from None
