@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
-from .schema import KEYS, SECTION_KEYS, SECTIONS, format_value
+from .schema import KEYS, SECTION_KEYS, SECTIONS, SHAPE_KEYS, TRAINING_ONLY_KEYS, format_value
 from .source import CLI_PATH
-from .statements import LINE, OVERRIDDEN, VALUE, VALUE_COL
+from .statements import BARE, LINE, OVERRIDDEN, VALUE, VALUE_COL
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,15 @@ class Config(Mapping):
         changed = {k: v for k, v in self._values.items() if k in self._provenance}
         return f"Config({changed!r}, env={self._env!r})"
 
+    def derive(self, changes: dict, where: str) -> "Config":
+        """A copy with changes (key -> typed value) made, each one's origin ``where`` (a weights file or
+        model a run started from) over the value it replaces."""
+        values = {**self._values, **changes}
+        provenance = dict(self._provenance)
+        for key, value in changes.items():
+            provenance[key] = ((key, value, 0, 0, 0, 0, BARE), where, provenance.get(key))
+        return Config(values, self._env, provenance, self.warnings)
+
     @property
     def env(self) -> dict:
         return dict(self._env)
@@ -138,11 +147,16 @@ class Config(Mapping):
     def explain(self) -> str:
         """Every value with where it came from, one line each."""
         lines = []
+        init_from = self._values["init_from"]
+        decided = set(SHAPE_KEYS) - set(TRAINING_ONLY_KEYS) if init_from != "scratch" else ()
         for section in SECTIONS:
             lines.append(f"[{section}]")
             for key in SECTION_KEYS[section]:
-                lines.append(_explain_line(key, format_value(self._values[key]), self.origin(key),
-                                           format_value(KEYS[key].default)))
+                line = _explain_line(key, format_value(self._values[key]), self.origin(key),
+                                     format_value(KEYS[key].default))
+                if key in decided and not self.is_set(key):
+                    line += f" (the weights of init_from={init_from} decide it)"
+                lines.append(line)
         if self._env:
             lines.append("[ENV]")
             for name, value in self._env.items():

@@ -117,7 +117,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     _K("beta1", "TRAIN", float, 0.9, "AdamW beta1.", ge=0, lt=1),
     _K("beta2", "TRAIN", float, 0.95, "AdamW beta2.", ge=0, lt=1),
     _K("grad_clip", "TRAIN", float, 1.0, "Clip the gradient norm at this value; 0 disables.", ge=0),
-    _K("init_from", "TRAIN", str, "scratch", "scratch, resume (from out_dir), or a checkpoint file path.", pattern=r".+", allowed="scratch, resume, or a checkpoint path"),
+    _K("init_from", "TRAIN", str, "scratch", "scratch, resume (from out_dir), a checkpoint path or out_dir, gpt2 (-medium, -large, -xl), or hf:NAME_OR_FOLDER.", pattern=r"(?!hf:\Z).+", allowed="scratch, resume, a checkpoint path, gpt2[-medium|-large|-xl] or hf:NAME"),
     _K("eval_only", "TRAIN", bool, False, "Evaluate once and exit."),
     _K("seed", "TRAIN", int, 1337, "Random seed (each data-parallel rank adds its rank).", ge=0, le=MAX_SEED),
     # LR_SCHEDULE
@@ -151,6 +151,11 @@ KEYS: dict[str, Key] = {k.name: k for k in (
 
 DEFAULTS: dict[str, Any] = {k.name: k.default for k in KEYS.values()}
 SECTION_KEYS: dict[str, tuple[str, ...]] = {s: tuple(k.name for k in KEYS.values() if k.section == s) for s in SECTIONS}
+# The keys that shape the network, and of those the ones that only change how it trains (not its weights).
+SHAPE_KEYS = SECTION_KEYS["MODEL"] + SECTION_KEYS["ADVANCED"] + ("block_size",)
+TRAINING_ONLY_KEYS = ("dropout", "init_std", "activation_checkpointing")
+PRETRAINED = {name: "openai-community/" + name for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
+HF_PREFIX = "hf:"  # init_from=hf:NAME_OR_FOLDER
 DIRECTIVES = ("FROM",) + SECTIONS + ("ENV",)
 
 

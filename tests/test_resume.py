@@ -138,8 +138,39 @@ def test_resume_with_an_incompatible_config_is_a_clear_error(tmp_path, capsys):
     capsys.readouterr()
     assert train(config, "--init_from=resume", "--n_embd=64") == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "n_embd: checkpoint 32, config 64" in err
+    assert err.startswith("error: ") and f"n_embd=64 (from cli) but the checkpoint {tmp_path / 'run' / 'ckpt.pt'} " \
+        "has n_embd=32" in err
+    assert "n_layer" not in err  # set in the file to the checkpoint's value: not named
     assert "Traceback" not in err
+
+
+def test_resume_takes_the_shape_from_the_checkpoint(tmp_path, capsys):
+    """Shape keys the config leaves at their defaults come from the checkpoint: resuming needs none of them."""
+    config = tiny_config(tmp_path, "run")
+    assert train(config, "--max_iters=4", "--n_layer=3", "--n_embd=48", "--n_head=3", "--use_rope=true") == 0
+    shapeless = tmp_path / "resume.config"  # the same run's config without its MODEL line
+    shapeless.write_text("".join(line for line in config.read_text().splitlines(True) if not line.startswith("MODEL")))
+    assert train(shapeless, "--init_from=resume", "--max_iters=6") == 0
+    args = load_checkpoint(tmp_path / "run" / "ckpt.pt")["model_args"]
+    assert (args["n_layer"], args["n_embd"], args["n_head"], args["use_rope"]) == (3, 48, 3, True)
+    explained = (tmp_path / "run" / "config.explain.txt").read_text()
+    assert "n_embd = 48" in explained and f"# <the checkpoint {tmp_path / 'run' / 'ckpt.pt'}>" in explained
+
+
+def test_a_smaller_block_size_crops_the_positions_of_a_checkpoint(tmp_path, capsys):
+    config = tiny_config(tmp_path, "run")
+    assert train(config, "--max_iters=4") == 0
+    before = load_checkpoint(tmp_path / "run" / "ckpt.pt")["model"]["transformer.wpe.weight"]
+    assert train(config, f"--init_from={tmp_path / 'run'}", "--out_dir=" + str(tmp_path / "short"),
+                 "--block_size=8", "--max_iters=1") == 0
+    after = load_checkpoint(tmp_path / "short" / "ckpt.pt")
+    assert after["model_args"]["block_size"] == 8 and after["model"]["transformer.wpe.weight"].shape[0] == 8
+    capsys.readouterr()
+    assert train(config, "--init_from=resume", "--block_size=8") == 1  # resuming cannot crop its own table
+    assert "would crop the position table of the run being resumed" in capsys.readouterr().err
+    assert train(config, "--init_from=resume", "--block_size=32") == 1
+    assert "block_size=32 (from cli) is longer than the 16 positions" in capsys.readouterr().err
+    del before
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
@@ -153,7 +184,7 @@ def test_finetune_from_a_checkpoint_path_starts_at_iter_zero(tmp_path, capsys):
     base = tmp_path / "base" / "ckpt.pt"
     assert train(tiny_config(tmp_path, "tuned"), f"--init_from={base}", "--max_iters=2", "--dropout=0.0") == 0
     out = capsys.readouterr().out
-    assert f"starting from the weights of {base} (iter 4)" in out
+    assert f"starting from the weights of the checkpoint {base} (iter 4)" in out
     tuned = load_checkpoint(tmp_path / "tuned" / "ckpt.pt")
     assert tuned["iter_num"] == 2
     assert tuned["config"]["init_from"] == str(base)

@@ -8,10 +8,10 @@ fsyncs it and renames it over the target: a crash at any moment leaves either
 the old checkpoint or the new one, never a torn file.
 
 The trainer's policy lives here too: what a checkpoint holds
-(``trainer_state``), when an evaluation saves (``save_due``), and how a run
-starts from one (``restore``: nothing for scratch; weights, optimizer,
-progress, data position, loss scaler and random states for resume; the
-weights alone for another checkpoint).
+(``trainer_state``), when an evaluation saves (``save_due``), and what a
+resumed run takes back from one (``load_trainer_state``: optimizer, progress,
+data position, loss scaler and random states; slo.runner.pretrained decides
+where a run's weights come from).
 """
 
 from __future__ import annotations
@@ -32,14 +32,12 @@ import torch
 
 from .. import atomic
 from ..errors import RunError, first_line
-from ..schema import SCHEMA_VERSION
+from ..schema import SCHEMA_VERSION, TRAINING_ONLY_KEYS
 from .files import CHECKPOINT_NAME, is_number, shown
 from .model import BYTES_TO_LOAD, GPT, ModelArgs, build_model
 
 # prefixes torch.compile and DistributedDataParallel put before parameter names
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
-# model_args that do not change the weights or what the model computes at inference
-_TRAINING_ONLY_ARGS = ("dropout", "init_std", "activation_checkpointing")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -204,7 +202,7 @@ def check_compatible(ckpt_args: dict, args: ModelArgs, source: str = "the checkp
     saved = ModelArgs.from_dict(ckpt_args)
     diffs = [f"{name}: checkpoint {getattr(saved, name)!r}, config {getattr(args, name)!r}"
              for name in ModelArgs.__dataclass_fields__
-             if name not in _TRAINING_ONLY_ARGS and getattr(saved, name) != getattr(args, name)]
+             if name not in TRAINING_ONLY_KEYS and getattr(saved, name) != getattr(args, name)]
     if diffs:
         raise RunError(f"{source} was made with a different model config: " + "; ".join(diffs) +
                        ". Set those keys to the checkpoint's values to resume, or start fresh with "
@@ -268,49 +266,6 @@ def kept_checkpoint(trainer) -> str:
     if saved is None:
         return "No checkpoint was saved by this run."
     return f"The last good checkpoint, {trainer.checkpoint_path} (iter {saved}), is kept."
-
-
-def restore(trainer, init_from: str) -> bool:
-    """Start trainer as init_from says; True when it resumes a run (progress and all)."""
-    own = trainer.checkpoint_path
-    if init_from == "scratch":
-        if own.exists() and trainer.master and not trainer.train_cfg.eval_only:
-            trainer.say(f"note: {own} exists; this run (init_from=scratch) replaces it at its first "
-                        "checkpoint (init_from=resume would continue it)")
-        return False
-    if init_from == "resume":
-        path = own
-        if not path.exists():
-            raise RunError(f"init_from=resume but {path} does not exist (out_dir={trainer.log_cfg.out_dir}); "
-                           "point out_dir at the run to continue, or start one with init_from=scratch")
-    else:
-        path = Path(init_from).expanduser()
-        path = path / CHECKPOINT_NAME if path.is_dir() and (path / CHECKPOINT_NAME).exists() else path
-    ckpt = load_checkpoint(path, map_location="cpu")
-    _load_weights(trainer, ckpt, path)
-    if init_from == "resume" or (own.exists() and path.resolve() == own.resolve()):
-        load_trainer_state(trainer, ckpt)
-        trainer.say(f"resuming {path} at iter {trainer.progress.iter_num}")
-        return True
-    trainer.say(f"starting from the weights of {path} (iter {ckpt.get('iter_num', '?')}) "
-                "with a fresh optimizer, schedule and iter 0")
-    return False
-
-
-def _load_weights(trainer, ckpt: dict, path: Path) -> None:
-    version = ckpt.get("schema_version", SCHEMA_VERSION)
-    if isinstance(version, int) and version > SCHEMA_VERSION:
-        raise RunError(f"{path} was written by a newer slo (schema {version}, this one reads up to "
-                       f"{SCHEMA_VERSION}); upgrade slo")
-    if "model_args" not in ckpt:
-        raise RunError(f"{path} has no model_args, so its model cannot be checked against the config; "
-                       "use a ckpt.pt written by slo or nanoGPT")
-    check_compatible(ckpt["model_args"], trainer.args, source=str(path))
-    try:
-        trainer.raw_model.load_state_dict(clean_state_dict(ckpt["model"]))
-    except RuntimeError as e:
-        raise RunError(f"the weights in {path} do not fit the model ({first_line(e)}); "
-                       "use a checkpoint made with this model config") from None
 
 
 def load_trainer_state(trainer, ckpt: dict) -> None:

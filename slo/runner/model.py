@@ -18,13 +18,12 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import RunError
-from ..schema import KEYS, SECTION_KEYS
+from ..schema import KEYS, SHAPE_KEYS
 from .device import gib, is_allocation_failure, memory_total
 
 
 DEFAULT_VOCAB_SIZE = 50304  # nanoGPT's GPT-2 vocabulary padded to a multiple of 64
 # The keys that shape the network: every MODEL and ADVANCED key, and the context length.
-SHAPE_KEYS = SECTION_KEYS["MODEL"] + SECTION_KEYS["ADVANCED"] + ("block_size",)
 
 
 class _Shape:

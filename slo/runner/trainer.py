@@ -27,12 +27,13 @@ import torch
 from .. import dumps
 from ..errors import RunError
 from .batches import Batches
-from .checkpoint import Progress, kept_checkpoint, restore, save_due, save_trainer, trainer_state
+from .checkpoint import Progress, kept_checkpoint, save_due, save_trainer, trainer_state
 from .corpus import ensure_builtin
 from .dataset import META_JSON, open_dataset
 from .device import (autocast, compile_failure_message, configure_backends, is_allocation_failure, maybe_compile,
                      memory_mb, peak_flops, pick_device, pick_dtype)
 from .files import CHECKPOINT_NAME, CONFIG_JSON, EXPLAIN_NAME, ORIGINS_JSON
+from .pretrained import adopt_shape, open_source, restore
 from .metrics import RunLog, console_print, format_eval_line, format_train_line
 from .model import DEFAULT_VOCAB_SIZE, ModelArgs, build_model
 from .optim import Schedule, make_optimizer, set_lr
@@ -57,6 +58,9 @@ class TrainResult:
 
 class Trainer:
     def __init__(self, cfg, *, rank: int = 0, world_size: int = 1, local_rank: int = 0, stream=None):
+        source = open_source(cfg.train.init_from, Path(cfg.logging.out_dir).expanduser() / CHECKPOINT_NAME)
+        if source is not None:
+            cfg = adopt_shape(cfg, source)  # the weights decide the shape keys the config leaves alone
         self.cfg = cfg
         self.train_cfg, self.data_cfg, self.log_cfg = cfg.train, cfg.data, cfg.logging
         self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
@@ -96,7 +100,8 @@ class Trainer:
         self.progress = Progress()
         self._peak_flops: float | None = None
         self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
-        self.resumed = restore(self, self.train_cfg.init_from)
+        self.resumed = restore(self, source)
+        del source  # its weights are the model's now
         if world_size == 1 and (cfg.ddp.nproc_per_node or 1) > 1:
             self.say(f"note: nproc_per_node={cfg.ddp.nproc_per_node} is not used by this trainer: one process "
                      f"runs all {accumulation} micro-steps of each step (slo train starts the processes)")

@@ -1,0 +1,178 @@
+"""Where a run's first weights come from, and the model shape they decide.
+
+``init_from`` names them (SPEC section 12): ``scratch`` (none), ``resume``
+(``out_dir/ckpt.pt``, continued exactly), a checkpoint file or out_dir
+(its weights, a fresh optimizer), ``gpt2`` ... ``gpt2-xl`` (OpenAI's GPT-2,
+the Hugging Face repos of those names) or ``hf:NAME`` (a local Hugging Face
+model folder, or a hub repo id). A pretrained model is found as Hugging Face
+users keep them: the local cache first (``HF_HOME``, ``HF_HUB_OFFLINE``),
+then the network.
+
+Whatever the weights, they decide the model's shape: a shape key left at its
+default takes their value (``adopt_shape``, recorded as the key's origin), and
+one set in a config or on the command line to another value is an error
+naming both. ``dropout`` and the other training-only keys stay the config's;
+a smaller ``block_size`` crops a learned position table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import RunError, first_line
+from ..schema import HF_PREFIX, PRETRAINED, SCHEMA_VERSION, SHAPE_KEYS, TRAINING_ONLY_KEYS, format_value
+from .checkpoint import clean_state_dict, load_checkpoint, load_trainer_state
+from .files import CHECKPOINT_NAME
+from .model import ModelArgs
+
+POSITIONS = "transformer.wpe.weight"  # the learned position table, cropped to a smaller block_size
+_PATTERNS = ["config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
+             "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"]
+
+
+@dataclass
+class Source:
+    """The weights a run starts from."""
+
+    kind: str  # "resume", "checkpoint" or "pretrained"
+    name: str  # for messages: "the checkpoint out/ckpt.pt", "the pretrained gpt2 (/cache/...)"
+    path: Path  # the checkpoint file, or the model folder
+    shape: dict  # every shape key, as the weights have it
+    state: dict  # the weights, under slo's parameter names
+    ckpt: dict | None = None  # the whole checkpoint (resume and checkpoint)
+    meta: dict | None = None  # the tokenizer that comes with the weights, when known
+
+
+def open_source(init_from: str, own: Path) -> Source | None:
+    """The weights init_from names (None for scratch); own is the run's out_dir/ckpt.pt."""
+    if init_from == "scratch":
+        return None
+    if init_from in PRETRAINED or init_from.startswith(HF_PREFIX):
+        return _pretrained(init_from)
+    if init_from == "resume":
+        if not own.exists():
+            raise RunError(f"init_from=resume but {own} does not exist (out_dir={own.parent}); "
+                           "point out_dir at the run to continue, or start one with init_from=scratch")
+        path, kind = own, "resume"
+    else:
+        path = Path(init_from).expanduser()
+        path = path / CHECKPOINT_NAME if path.is_dir() and (path / CHECKPOINT_NAME).exists() else path
+        kind = "resume" if own.exists() and path.exists() and path.resolve() == own.resolve() else "checkpoint"
+    ckpt = load_checkpoint(path, map_location="cpu")
+    if "model_args" not in ckpt:
+        raise RunError(f"{path} has no model_args, so its model cannot be rebuilt; use a ckpt.pt written by slo "
+                       "or nanoGPT")
+    shape = asdict(ModelArgs.from_dict(ckpt["model_args"]))
+    meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else None
+    return Source(kind, f"the checkpoint {path}", path, shape, clean_state_dict(ckpt["model"]), ckpt, meta)
+
+
+def adopt_shape(cfg, source: Source):
+    """cfg with every shape key it leaves at its default set to the weights' value; RunError naming
+    each key set explicitly to another value (or a block_size longer than the weights have)."""
+    conflicts, changes = [], {}
+    for key in SHAPE_KEYS:
+        theirs, ours = source.shape[key], cfg[key]
+        if key in TRAINING_ONLY_KEYS or ours == theirs or (key == "n_kv_head" and ours is None
+                                                           and theirs == source.shape["n_head"]):
+            continue
+        if not cfg.is_set(key):
+            changes[key] = theirs
+        elif key != "block_size":
+            conflicts.append(f"{key}={format_value(ours)} (from {cfg.origin(key)}) but {source.name} has "
+                             f"{key}={format_value(theirs)}")
+        elif ours > theirs:
+            conflicts.append(f"block_size={ours} (from {cfg.origin(key)}) is longer than the {theirs} positions "
+                             f"of {source.name}")
+        elif source.kind == "resume" and POSITIONS in source.state:
+            conflicts.append(f"block_size={ours} (from {cfg.origin(key)}) would crop the position table of the "
+                             f"run being resumed ({theirs} positions): resume with its block_size, or start "
+                             f"from its weights with init_from={source.path}")
+    if conflicts:
+        raise RunError("the model's shape comes from its weights, and the config sets it otherwise: "
+                       + "; ".join(conflicts) + ". Remove those keys (or set them to the weights' values), "
+                       "or start with init_from=scratch")
+    if not changes:
+        return cfg
+    return cfg.derive(changes, f"<{source.name}>")
+
+
+def weights_for(source: Source, block_size: int) -> dict:
+    """The source's weights for a model of block_size positions (a learned table is cropped)."""
+    state = source.state
+    table = state.get(POSITIONS)
+    if table is not None and table.shape[0] > block_size:
+        state = {**state, POSITIONS: table[:block_size].clone()}
+    return state
+
+
+def restore(trainer, source: Source | None) -> bool:
+    """Start trainer from source (its weights, and for resume its optimizer, progress, data
+    position and random states); True when it resumes a run."""
+    own = trainer.checkpoint_path
+    if source is None:
+        if own.exists() and trainer.master and not trainer.train_cfg.eval_only:
+            trainer.say(f"note: {own} exists; this run (init_from=scratch) replaces it at its first "
+                        "checkpoint (init_from=resume would continue it)")
+        return False
+    if source.ckpt is not None:
+        version = source.ckpt.get("schema_version", SCHEMA_VERSION)
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            raise RunError(f"{source.path} was written by a newer slo (schema {version}, this one reads up to "
+                           f"{SCHEMA_VERSION}); upgrade slo")
+    try:
+        trainer.raw_model.load_state_dict(weights_for(source, trainer.args.block_size))
+    except RuntimeError as e:
+        raise RunError(f"the weights of {source.name} do not fit the model ({first_line(e)}); they were "
+                       "made by another program or a damaged file") from None
+    if source.kind == "resume":
+        load_trainer_state(trainer, source.ckpt)
+        trainer.say(f"resuming {source.path} at iter {trainer.progress.iter_num}")
+        return True
+    since = f" (iter {source.ckpt.get('iter_num', '?')})" if source.ckpt is not None else ""
+    trainer.say(f"starting from the weights of {source.name}{since} with a fresh optimizer, schedule and iter 0")
+    return False
+
+
+# ---------------------------------------------------------------- pretrained models
+
+
+def _pretrained(init_from: str) -> Source:
+    from .hf import read_hf_folder
+
+    folder, label = model_folder(init_from)
+    shape_keys, state, meta = read_hf_folder(folder)
+    shape = asdict(ModelArgs(**shape_keys))  # checked, and every shape key present
+    return Source("pretrained", f"the pretrained {label}", folder, shape, state, None, meta)
+
+
+def model_folder(init_from: str) -> tuple[Path, str]:
+    """(the local folder holding the model init_from names, its name for messages)."""
+    if init_from in PRETRAINED:
+        repo = PRETRAINED[init_from]
+    else:
+        repo = init_from[len(HF_PREFIX):]
+        folder = Path(repo).expanduser()
+        if folder.is_dir():
+            return folder, str(folder)
+        if repo.startswith((".", "/", "~")) or folder.exists() or repo.count("/") > 1:
+            raise RunError(f"init_from={init_from}: {folder} is not a folder; give a Hugging Face model folder "
+                           "(config.json and weights) or a hub repo id such as hf:openai-community/gpt2")
+    try:
+        from huggingface_hub import constants, snapshot_download
+    except ImportError:
+        raise RunError(f"init_from={init_from} needs huggingface_hub and transformers: pip install 'slo[hf]'") from None
+    why = ""
+    for local in (True, False):
+        if not local and constants.HF_HUB_OFFLINE:
+            why = "HF_HUB_OFFLINE is set"
+            break
+        try:
+            return Path(snapshot_download(repo, allow_patterns=_PATTERNS, local_files_only=local)), repo
+        except Exception as e:  # the hub raises its own types for a missing cache, network and auth problems
+            if not local:
+                why = first_line(e)
+    raise RunError(f"the weights of init_from={init_from} ({repo}) are not in the Hugging Face cache "
+                   f"({constants.HF_HUB_CACHE}) and could not be downloaded ({why}): run `hf download {repo}` on a "
+                   "machine with a network and copy its cache here, or set HF_HOME to a cache that has them")
