@@ -14,10 +14,44 @@ from .command import EXIT_CONFIG_ERROR, EXIT_INTERRUPTED, EXIT_RUN_ERROR, print_
 from .errors import ConfigError, RunError
 
 
+def load_given(files: list[str], overrides: list[str], ns):
+    """The config of check and show: the files merged, or the resolved config of a run's out_dir."""
+    from . import load, loads
+
+    run_config = os.path.join(files[0], "config.json") if len(files) == 1 else ""
+    if not (os.path.isdir(files[0] if files else "") and os.path.isfile(run_config)):
+        return load(*files, overrides=overrides, trust_py=ns.trust_py, trust_env=ns.trust_env)
+    return loads(run_config_text(run_config), path=run_config, overrides=overrides, trust_env=ns.trust_env)
+
+
+def run_config_text(path: str) -> str:
+    """A run's config.json (flat: key -> value, ENV values as ENV.NAME) as .config statements."""
+    import json
+
+    from .formats.config_lang import config_value, quote
+    from .schema import KEYS
+
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
+    except (OSError, ValueError, RecursionError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a JSON object of config keys")
+    lines = []
+    for key, value in data.items():
+        if key.startswith("ENV.") and isinstance(value, str):
+            lines.append(f"ENV {key[4:]}={quote(value)}")
+        elif key in KEYS:
+            lines.append(f"{KEYS[key].section} {key}={config_value(key, value)}")
+        else:
+            lines.append(f"TRAIN {key}=1")  # an unknown key: the error names it
+    return "\n".join(lines) + "\n"
+
+
 def cmd_check(ns, rest) -> int:
-    from . import load
     files, overrides = split_overrides(ns.files + rest)
-    cfg = load(*files, overrides=overrides, trust_py=ns.trust_py, trust_env=ns.trust_env)
+    cfg = load_given(files, overrides, ns)
     print_warnings(cfg)
     n = sum(1 for k in cfg if cfg.is_set(k))
     print(f"{' '.join(files)}: ok ({n} keys set, {len(cfg.warnings)} warning{'s' * (len(cfg.warnings) != 1)})")
@@ -25,13 +59,13 @@ def cmd_check(ns, rest) -> int:
 
 
 def cmd_show(ns, rest) -> int:
-    from . import dumps, load
+    from . import dumps
     files, overrides = split_overrides(ns.files + rest)
     if ns.explain and ns.format:
         print(f"slo show: error: --explain prints the config with its origins; it takes no --format {ns.format}",
               file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    cfg = load(*files, overrides=overrides, trust_py=ns.trust_py, trust_env=ns.trust_env)
+    cfg = load_given(files, overrides, ns)
     if ns.explain:
         print(cfg.explain())
     else:
@@ -48,6 +82,7 @@ COMMANDS = {
     "train": ("slo.runner.train", "Train a model from config files (same as python -m slo.runner)."),
     "prepare": ("slo.runner.prepare", "Turn text files or folders into a dataset (train.bin, val.bin, meta.json)."),
     "sample": ("slo.runner.sample", "Generate text from a checkpoint."),
+    "export": ("slo.runner.export", "Write a checkpoint as a Hugging Face model folder (GPT-2 or Llama)."),
     "bench": ("slo.runner.bench", "Measure training throughput against a nanoGPT-style loop."),
     "plot": ("slo.report", "Plot loss and learning-rate curves of runs to a PNG."),
     "runs": ("slo.report", "List the runs under a folder."),

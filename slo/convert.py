@@ -36,8 +36,10 @@ from .errors import ConfigError, RunError
 from .formats import FORMATS
 from .formats.comments import Comments
 from .formats.document import Document, Interpolated, from_config
+from .formats.legacy_py import VOLATILE
 from .paths import base_paths, locate, written_path
 from .resolve import load, load_with_files
+from .schema import format_value
 from .source import Source
 from .statements import KEY, QUOTE, VALUE, is_interpolated
 
@@ -297,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     for c in conversions:
         print_warnings(c.config)
+        for w in c.config.warnings:
+            if VOLATILE in w.message:  # the value read now is what the output holds
+                key = w.message.split(VOLATILE)[0]
+                print(f"{w.location()}: warning: {key} was frozen at conversion: {c.output} holds "
+                      f"{key}={format_value(c.config[key])}, what time.time() gave now", file=sys.stderr)
         print(f"{c.input} -> {c.output}")
     return 0
 

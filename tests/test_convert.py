@@ -433,3 +433,12 @@ def test_convert_api_errors(write, tmp_path):
         convert([], str(tmp_path / "x.toml"))
     with pytest.raises(ConfigError):
         convert([str(tmp_path / "missing.config")], str(tmp_path / "x.toml"))
+
+
+def test_a_value_from_time_time_is_said_to_be_frozen_at_conversion(write, tmp_path, capsys):
+    source = write("run.py", "import time\nwandb_run_name = 'run' + str(time.time())\nmax_iters = 10\n")
+    assert main([str(source), "-o", str(tmp_path / "run.config")]) == 0
+    err = capsys.readouterr().err
+    written = load(tmp_path / "run.config")["wandb_run_name"]
+    assert f"warning: wandb_run_name was frozen at conversion: {tmp_path / 'run.config'} holds " \
+           f"wandb_run_name={written}, what time.time() gave now" in err

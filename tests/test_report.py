@@ -409,3 +409,35 @@ def test_train_fails_cleanly_when_tensorboard_is_missing(tmp_path, monkeypatch, 
     assert train_run(config) == 1
     err = capsys.readouterr().err
     assert "pip install 'slo[tensorboard]'" in err and "Traceback" not in err
+
+
+def test_plot_of_a_nanogpt_run_says_it_wrote_no_metrics(runs, tmp_path, capsys):
+    (tmp_path / "nano").mkdir()
+    shutil.copy(runs / "a" / "ckpt.pt", tmp_path / "nano" / "ckpt.pt")  # nanoGPT writes ckpt.pt only
+    assert slo_main(["plot", str(tmp_path / "nano"), "-o", str(tmp_path / "p.png")]) == 1
+    err = capsys.readouterr().err
+    assert "wrote no metrics (it has no metrics.jsonl" in err and "logged nothing yet" not in err
+
+
+def test_diff_leaves_out_keys_at_their_default_on_both_sides_unless_all(runs, tmp_path, capsys):
+    from slo.runner.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(runs / "a" / "ckpt.pt")
+    ckpt["config"] = {k: v for k, v in ckpt["config"].items() if k not in ("use_rope", "qk_norm")}  # nanoGPT has none
+    (tmp_path / "nano").mkdir()
+    save_checkpoint(tmp_path / "nano" / "ckpt.pt", ckpt)
+    assert slo_main(["diff", str(runs / "a" / "ckpt.pt"), str(tmp_path / "nano" / "ckpt.pt")]) == 0
+    assert "no differences" in capsys.readouterr().out
+    assert slo_main(["diff", "--all", str(runs / "a" / "ckpt.pt"), str(tmp_path / "nano" / "ckpt.pt")]) == 1
+    out = capsys.readouterr().out
+    assert "use_rope" in out and "(not set)" in out and "2 keys differ" in out
+
+
+def test_check_and_show_of_an_out_dir_read_its_resolved_config(runs, capsys):
+    assert slo_main(["check", str(runs / "b")]) == 0
+    assert "ok (" in capsys.readouterr().out
+    assert slo_main(["show", str(runs / "b"), "--format", "json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown == json.loads((runs / "b" / "config.json").read_text())
+    assert slo_main(["show", str(runs / "b"), "--max_iters=9", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["max_iters"] == 9

@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
 
 def options(out_dir, **changes):
     values = dict(out_dir=str(out_dir), prompt="ab", max_new_tokens=12, temperature=0.8, top_k=200,
-                  num_samples=1, seed=1337, device="cpu", dtype="float32")
+                  num_samples=1, seed=1337, device="cpu", dtype="float32", data_dir=None)
     return SimpleNamespace(**{**values, **changes})
 
 
@@ -157,6 +157,14 @@ def test_slo_sample_reads_a_nanogpt_run_with_meta_pkl(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     [text] = sample_from(options("out-shakespeare-char", prompt="hear me", max_new_tokens=40, top_k=5))
     assert text.startswith("hear me") and len(text) == 47 and set(text) <= set(chars)
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.chdir(elsewhere.mkdir() or elsewhere)  # run from another folder: data/ is found beside the out_dir
+    [again] = sample_from(options(str(out), prompt="hear me", max_new_tokens=40, top_k=5))
+    assert again == text
+    moved = tmp_path / "datasets"
+    (tmp_path / "data").rename(moved)  # the data moved: --data_dir says where
+    [moved_text] = sample_from(options(str(out), prompt="hear me", max_new_tokens=40, top_k=5, data_dir=str(moved)))
+    assert moved_text == text
 
 
 def test_a_missing_checkpoint_prints_an_error_without_traceback(tmp_path, capsys):

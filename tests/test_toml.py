@@ -110,9 +110,13 @@ def test_written_values_read_back_as_themselves(write):
                                  "MODEL vocab_size=None\nTRAIN learning_rate=1\n"))
     text = dumps(cfg, "toml", only_set=True)
     assert 'out_dir = "$${max_iters}$$$$ \\"q\\" #x"' in text
-    assert 'vocab_size = "None"' in text and "learning_rate = 1.0" in text
+    assert "vocab_size" not in text and "None" not in text and "learning_rate = 1.0" in text  # TOML has no null
     assert load(write("b.toml", text)) == cfg
     assert load(write("c.toml", dumps(cfg, "toml"))) == cfg
+    over_base = dumps(cfg, "toml", only_set=True, bases=["base.toml"])  # a None over a base is kept, as text
+    assert 'vocab_size = "None"' in over_base
+    write("base.toml", "[model]\nvocab_size = 500\n")
+    assert load(write("d.toml", over_base))["vocab_size"] is None
 
 
 def test_show_format_toml(slo_cli, write):

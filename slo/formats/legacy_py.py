@@ -34,6 +34,7 @@ from .comments import Comments, block_lines, extract, source_lines
 from .document import Document
 
 TRUST_HINT = "use --trust-py to run the file as Python, as nanoGPT does"
+VOLATILE = " comes from time.time()"  # the warning for a key whose value changes on every read
 MODULES = ("time", "math", "os")  # os only for os.environ[NAME] = value
 MAX_INT_BITS = 4096
 MAX_STR_LEN = 100_000
@@ -196,7 +197,7 @@ class _Reader:
         add_assignment(self.src, item, self.seen)
         if volatile and name in KEYS:
             self.src.warnings.append(self.src.diag(item[LINE], item[VALUE_COL], item[END_COL], (
-                f"{name} comes from time.time(): it changes on every read, so the run is not"
+                f"{name}{VOLATILE}: it changes on every read, so the run is not"
                 " reproducible; write a fixed value to make it so"), "warning"))
 
     def environ_target(self, target: ast.expr) -> bool:

@@ -338,7 +338,11 @@ def value_text(value) -> str:
 def write(doc: Document) -> str:
     comments = doc.comments
     out = opening(doc, lambda paths: "extends = [" + ", ".join(tomli_w.dumps({"v": p})[4:-1] for p in paths) + "]")
-    tables = [(s.lower(), [(k, k, doc.values[k]) for k in keys]) for s, keys in doc.sections()]
+    # TOML has no null: a None that nothing below overrides is left out (it is the default, and every
+    # key that takes None has it as its default); over bases, it is the string "None".
+    tables = [(s.lower(), [(k, k, doc.values[k]) for k in keys if doc.bases or doc.values[k] is not None])
+              for s, keys in doc.sections()]
+    tables = [(table, rows) for table, rows in tables if rows]
     if doc.env:
         tables.append(("env", [("ENV." + name, name, v) for name, v in doc.env.items()]))
     for table, rows in tables:

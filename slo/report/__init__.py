@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         parser.add_argument("b", metavar="B", help="the same kinds as A")
         parser.add_argument("--trust-py", action="store_true",
                             help="run .py configs as Python, as nanoGPT does (only for files you trust)")
+        parser.add_argument("--all", action="store_true",
+                            help="also show keys that are at their default, or absent, on both sides")
         parser.epilog = "Exit status: 0 the same, 1 different, 2 a file could not be read."
 
 

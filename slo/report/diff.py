@@ -101,9 +101,17 @@ def ordered_keys(a: dict, b: dict) -> list[str]:
     return schema + env + other
 
 
-def differences(a: Side, b: Side) -> list[str]:
+def differences(a: Side, b: Side, every: bool = False) -> list[str]:
+    """The keys whose values differ; unless every, not those where each side has the default or
+    nothing (a nanoGPT checkpoint has no use_rope, a slo config its default False: no difference)."""
     keys = ordered_keys(a.values, b.values)
-    return [k for k in keys if not same(a.values.get(k, _ABSENT), b.values.get(k, _ABSENT))]
+    return [k for k in keys if not same(a.values.get(k, _ABSENT), b.values.get(k, _ABSENT))
+            and (every or not (_default_or_absent(a, k) and _default_or_absent(b, k)))]
+
+
+def _default_or_absent(side: Side, key: str) -> bool:
+    value = side.values.get(key, _ABSENT)
+    return value is _ABSENT or (key in KEYS and same(value, KEYS[key].default))
 
 
 def same(x, y) -> bool:
@@ -143,7 +151,7 @@ def run_command(ns) -> int:
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_TROUBLE
-    keys = differences(a, b)
+    keys = differences(a, b, ns.all)
     if not keys:
         print(f"no differences ({len(ordered_keys(a.values, b.values))} keys compared)")
         return EXIT_SAME

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import RunError
+from ..runner.files import METRICS_NAME
 from .rundir import Run, finite, read_run, shorten
 
 FIGURE_SIZE = (12.0, 8.0)  # inches
@@ -158,11 +159,13 @@ def run_command(ns) -> int:
     for folder in ns.runs:
         run = read_run(folder)
         if not run.train and not run.evals:
-            print(f"note: {run.path} has logged nothing yet; left out of the plot", file=sys.stderr)
+            why = ("has logged nothing yet" if (run.path / METRICS_NAME).is_file() else
+                   f"wrote no metrics (it has no {METRICS_NAME}: a nanoGPT run, or one that never logged)")
+            print(f"note: {run.path} {why}; left out of the plot", file=sys.stderr)
             continue
         runs.append(run)
     if not runs:
-        raise RunError("nothing to plot: the runs given have no records in metrics.jsonl yet")
+        raise RunError(f"nothing to plot: the runs given have no records in {METRICS_NAME}")
     path = output_path(ns.output, runs)
     save(plot_runs(runs), path)
     print(f"wrote {path}")

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     add("--num_samples", metavar="N", type=int, default=1, help="samples to draw, as one batch (default: 1)")
     add("--seed", metavar="N", type=int, default=1337, help="random seed (default: 1337)")
     add("--device", metavar="DEVICE", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    add("--data_dir", metavar="DIR", default=None,
+        help="where the run's dataset lives, for its meta.json / meta.pkl (default: the run's data_dir, "
+             "looked up from here and from beside the out_dir)")
     add("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"), help="compute dtype (default: auto)")
 
 
@@ -102,7 +105,7 @@ def sample_from(ns) -> list[str]:
     path = Path(ns.out_dir)
     ckpt = load_checkpoint(path)
     folder = path if path.is_dir() else path.parent
-    tokenizer = tokenizer_for(ckpt, folder)
+    tokenizer = tokenizer_for(ckpt, folder, getattr(ns, "data_dir", None))
     model = model_from_checkpoint(ckpt, device)
     del ckpt  # the weights now live in the model
     model.eval()
@@ -121,9 +124,11 @@ def sample_from(ns) -> list[str]:
                        "lower --num_samples (they are drawn as one batch)") from None
 
 
-def tokenizer_for(ckpt: dict, folder: Path):
+def tokenizer_for(ckpt: dict, folder: Path, data_dir: str | None = None):
     """The tokenizer of the checkpoint's dataset: the meta saved in the checkpoint, else meta.json
-    (or meta.pkl) in ``folder``, else the dataset named by the checkpoint's config, else GPT-2 BPE."""
+    (or meta.pkl) in ``folder``, else that of the dataset named by the checkpoint's config (in
+    data_dir, else the run's data_dir: from here, then beside the out_dir, as nanoGPT lays out
+    ``out-NAME/`` and ``data/NAME/``), else GPT-2 BPE."""
     from .dataset import load_meta
     from .tokenizers import Tokenizer
 
@@ -136,9 +141,15 @@ def tokenizer_for(ckpt: dict, folder: Path):
         meta = load_meta(folder.parent, folder.name)
     config = ckpt.get("config")
     if not meta and isinstance(config, dict) and isinstance(config.get("dataset"), str):
-        data_dir = config.get("data_dir") if isinstance(config.get("data_dir"), str) else "data"
-        looked.append(str(Path(data_dir) / config["dataset"]))
-        meta = load_meta(data_dir, config["dataset"])
+        given = data_dir or (config.get("data_dir") if isinstance(config.get("data_dir"), str) else "data")
+        places = [Path(given).expanduser()]
+        if data_dir is None and not places[0].is_absolute():
+            places.append(folder.parent / places[0])
+        for place in places:
+            looked.append(str(place / config["dataset"]))
+            meta = load_meta(place, config["dataset"])
+            if meta:
+                break
     tokenizer = Tokenizer.from_meta(meta)
     if not tokenizer.available:
         where = " and ".join(looked)
