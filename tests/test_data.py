@@ -454,3 +454,22 @@ def test_a_batch_with_an_id_past_the_vocabulary_is_a_run_error():
     with pytest.raises(RunError, match=r"data/x's train split holds token id 999, but the model's vocabulary"):
         for _ in range(1000):
             batches.next()
+
+
+def test_a_hugging_face_tokenizer_json_travels_in_the_meta():
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    bpe = tokenizers.Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(["def f(x):\n    return x * 2\n"] * 20,
+                            trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = Tokenizer.from_meta({"tokenizer": "hf", "tokenizer_json": bpe.to_str()})
+    ids = tok.encode("def f(x):\n    return x * 2\n")
+    assert tok.available and len(ids) < 20 and tok.decode(ids) == "def f(x):\n    return x * 2\n"
+    assert Tokenizer.from_meta(tok.meta).encode("return x") == tok.encode("return x")
+    with pytest.raises(RunError, match="tokenizer.json of this model cannot be read"):
+        Tokenizer.from_meta({"tokenizer": "hf", "tokenizer_json": "{not json"})
+    with pytest.raises(RunError, match="needs its tokenizer.json text"):
+        Tokenizer.from_meta({"tokenizer": "hf", "vocab_size": 300})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import RunError, first_line
-from .dataset import ShardedTokens, check_length
+from .dataset import VOCAB_ADVICE, ShardedTokens, check_length
 
 
 class Batches:
@@ -57,8 +57,7 @@ class Batches:
         rows = self._rows()
         if self.vocab_size is not None and int(rows.max()) >= self.vocab_size:
             raise RunError(f"{self.name} holds token id {int(rows.max())}, but the model's vocabulary has only "
-                           f"{self.vocab_size} ids (0..{self.vocab_size - 1}): the token files do not match the "
-                           "dataset's meta (prepare it again), or set MODEL vocab_size larger")
+                           f"{self.vocab_size} ids (0..{self.vocab_size - 1}): {VOCAB_ADVICE}")
         x = np.empty((self.batch_size, self.block_size), dtype=np.int64)
         y = np.empty((self.batch_size, self.block_size), dtype=np.int64)
         x[...] = rows[:, :-1]

@@ -234,7 +234,7 @@ def trainer_state(trainer) -> dict:
         "best_val_loss": p.best_val_loss,
         "config": trainer.cfg.to_dict(),
         "env": trainer.cfg.env,
-        "meta": trainer.dataset.meta or None,  # the tokenizer travels with the weights
+        "meta": trainer.dataset.meta or trainer.weights_meta,  # the tokenizer travels with the weights
         "schema_version": SCHEMA_VERSION,
         "last_eval_iter": p.last_eval_iter,
         "elapsed": p.elapsed,

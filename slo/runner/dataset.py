@@ -38,6 +38,9 @@ LLMC_META = {  # what the tokens are when the dataset has no meta of its own
     20240520: {"tokenizer": "gpt2"},  # llm.c and modded-nanogpt GPT-2 shards
     20240801: {"tokenizer": "llama3", "vocab_size": 128256},
 }
+VOCAB_ADVICE = ("the token files do not match the dataset's meta (prepare it again), or the model's vocabulary is "
+                "too small for them: raise MODEL vocab_size, or, where the weights of init_from decide it, prepare "
+                "the data with their tokenizer")
 ID_CHECK_CHUNK = 1 << 20  # tokens read at each of the start, middle and end of a file
 
 
@@ -168,7 +171,7 @@ def _check_ids(tokens: np.ndarray, vocab_size: int, path) -> None:
     if top >= vocab_size:
         raise RunError(
             f"{path} holds token id {top}, but the vocabulary has only {vocab_size} ids (0..{vocab_size - 1}): "
-            "the token files do not match the dataset's meta (prepare it again), or set MODEL vocab_size larger"
+            + VOCAB_ADVICE
         )
 
 

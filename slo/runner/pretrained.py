@@ -135,6 +135,18 @@ def restore(trainer, source: Source | None) -> bool:
     return False
 
 
+def weights_tokenizer(source: Source | None, data_meta: dict, say) -> dict | None:
+    """The tokenizer meta of the weights (None when unknown), with a note when the dataset's
+    tokens were made by another tokenizer (its ids fit, but mean other text)."""
+    meta = source.meta if source is not None else None
+    if meta and data_meta and source.kind == "pretrained":
+        ours, theirs = data_meta.get("tokenizer", "gpt2"), meta.get("tokenizer", "gpt2")
+        if ours != theirs or (ours == "hf" and data_meta.get("tokenizer_json") != meta.get("tokenizer_json")):
+            say(f"note: the dataset's tokens are {ours}'s and {source.name} was trained on {theirs}'s: its "
+                f"ids fit the vocabulary but mean other text; prepare the data with the model's tokenizer")
+    return meta
+
+
 # ---------------------------------------------------------------- pretrained models
 
 

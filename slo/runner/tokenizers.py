@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import RunError
+from ..errors import RunError, first_line
 from .files import shown
 
 GPT2_VOCAB_SIZE = 50257
@@ -46,6 +46,8 @@ class Tokenizer:
             return CharTokenizer(meta["itos"])
         if kind in (None, "gpt2"):  # nanoGPT's openwebtext has no meta: GPT-2 BPE
             return Gpt2Tokenizer(meta.get("vocab_size") or GPT2_VOCAB_SIZE)
+        if kind == "hf":
+            return HfTokenizer(meta["tokenizer_json"], meta.get("vocab_size"))
         return UnavailableTokenizer(str(kind), meta.get("vocab_size"))
 
 
@@ -116,6 +118,41 @@ class UnavailableTokenizer(Tokenizer):
         self._refuse()
 
 
+class HfTokenizer(UnavailableTokenizer):
+    """A Hugging Face ``tokenizer.json`` (a pretrained model's, or one trained for a dataset), run by
+    the ``tokenizers`` library; its text travels in the meta, so a checkpoint decodes without the file."""
+
+    def __init__(self, tokenizer_json: str, vocab_size: int | None = None):
+        super().__init__("hf", vocab_size, "a Hugging Face tokenizer needs the tokenizers library: "
+                                           "pip install 'slo[hf]'")
+        self.tokenizer_json = tokenizer_json
+        try:
+            from tokenizers import Tokenizer as Backend
+        except ImportError:
+            self.backend = None
+        else:
+            try:
+                self.backend = Backend.from_str(tokenizer_json)
+            except Exception as e:  # the library's own error type for a damaged file
+                raise RunError(f"the tokenizer.json of this model cannot be read ({first_line(e)})") from None
+            self.vocab_size = vocab_size or self.backend.get_vocab_size()
+        self.available = self.backend is not None
+
+    @property
+    def meta(self) -> dict:
+        return {"tokenizer": "hf", "vocab_size": self.vocab_size, "tokenizer_json": self.tokenizer_json}
+
+    def encode(self, text: str) -> list[int]:
+        if self.backend is None:
+            self._refuse()
+        return self.backend.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids) -> str:
+        if self.backend is None:
+            self._refuse()
+        return self.backend.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
 class Gpt2Tokenizer(UnavailableTokenizer):
     """GPT-2 BPE through tiktoken, when it is installed."""
 
@@ -126,7 +163,12 @@ class Gpt2Tokenizer(UnavailableTokenizer):
         except ImportError:
             self.encoding = None
         else:
-            self.encoding = tiktoken.get_encoding("gpt2")
+            try:
+                self.encoding = tiktoken.get_encoding("gpt2")
+            except Exception as e:  # tiktoken fetches the BPE files once: network errors of every kind
+                self.encoding = None
+                self.why = (f"tiktoken could not load GPT-2's BPE ({first_line(e)[:120]}); it downloads it once: "
+                            "run once with a network, or set TIKTOKEN_CACHE_DIR to a folder that holds it")
         self.available = self.encoding is not None
 
     def encode(self, text: str) -> list[int]:
@@ -138,7 +180,6 @@ class Gpt2Tokenizer(UnavailableTokenizer):
         if self.encoding is None:
             self._refuse()
         return self.encoding.decode([int(i) for i in ids])
-
 
 
 def normalize_meta(meta, source: str = "the dataset's meta") -> dict:
@@ -165,6 +206,8 @@ def normalize_meta(meta, source: str = "the dataset's meta") -> dict:
     kind = meta.get("tokenizer")
     if kind is not None and not isinstance(kind, str):
         raise RunError(f"{source}: tokenizer must be a name such as \"byte\", \"char\" or \"gpt2\", not {shown(kind)}")
+    if kind == "hf" and not isinstance(meta.get("tokenizer_json"), str):
+        raise RunError(f"{source}: a Hugging Face tokenizer needs its tokenizer.json text (tokenizer_json)")
     if meta.get("tokenizer") == "char" and "itos" not in meta:
         raise RunError(f"{source}: a char-level tokenizer needs its itos list; prepare the dataset again")
     dtype = meta.get("dtype")

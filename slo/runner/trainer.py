@@ -33,7 +33,7 @@ from .dataset import META_JSON, open_dataset
 from .device import (autocast, compile_failure_message, configure_backends, is_allocation_failure, maybe_compile,
                      memory_mb, peak_flops, pick_device, pick_dtype)
 from .files import CHECKPOINT_NAME, CONFIG_JSON, EXPLAIN_NAME, ORIGINS_JSON
-from .pretrained import adopt_shape, open_source, restore
+from .pretrained import adopt_shape, open_source, restore, weights_tokenizer
 from .metrics import RunLog, console_print, format_eval_line, format_train_line
 from .model import DEFAULT_VOCAB_SIZE, ModelArgs, build_model
 from .optim import Schedule, make_optimizer, set_lr
@@ -101,6 +101,7 @@ class Trainer:
         self._peak_flops: float | None = None
         self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
         self.resumed = restore(self, source)
+        self.weights_meta = weights_tokenizer(source, self.dataset.meta, self.say)
         del source  # its weights are the model's now
         if world_size == 1 and (cfg.ddp.nproc_per_node or 1) > 1:
             self.say(f"note: nproc_per_node={cfg.ddp.nproc_per_node} is not used by this trainer: one process "
