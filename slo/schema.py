@@ -95,6 +95,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     _K("use_rope", "MODEL", bool, False, "Rotary position embeddings instead of learned positions; needs an even head size."),
     _K("use_rmsnorm", "MODEL", bool, False, "RMSNorm instead of LayerNorm."),
     _K("use_swiglu", "MODEL", bool, False, "SwiGLU MLP instead of GELU."),
+    _K("activation", "MODEL", str, "gelu", "The MLP's activation when not SwiGLU: gelu (exact, nanoGPT's) or gelu_tanh (its tanh approximation, GPT-2's gelu_new).", choices=("gelu", "gelu_tanh")),
     # ADVANCED: architecture details most runs leave alone.
     _K("n_kv_head", "ADVANCED", int, None, "Key/value heads for grouped-query attention; divides n_head; None: n_head.", optional=True, ge=1),
     _K("rope_theta", "ADVANCED", float, 10000.0, "RoPE base frequency.", gt=0),
@@ -299,6 +300,11 @@ def _kv_div(v):
         return f"n_kv_head={v['n_kv_head']} does not divide n_head={v['n_head']}"
 
 
+def _activation_swiglu(v):
+    if v["use_swiglu"] and v["activation"] != "gelu":
+        return f"activation={v['activation']} has no effect with use_swiglu=True (SwiGLU gates with SiLU): drop one"
+
+
 def _warmup(v):
     if v["decay_lr"] and v["warmup_iters"] > v["lr_decay_iters"]:
         return f"warmup_iters={v['warmup_iters']} is greater than lr_decay_iters={v['lr_decay_iters']}"
@@ -334,6 +340,7 @@ RULES: tuple[tuple[tuple[str, ...], Callable[[dict], str | None]], ...] = (
     (("n_embd", "n_head"), _head_div),
     (("use_rope", "n_embd", "n_head"), _rope_even),
     (("n_kv_head", "n_head"), _kv_div),
+    (("activation", "use_swiglu"), _activation_swiglu),
     (("warmup_iters", "lr_decay_iters", "decay_lr"), _warmup),
     (("min_lr", "learning_rate", "decay_lr"), _min_lr),
     (("cooldown_iters", "schedule", "warmup_iters", "lr_decay_iters"), _cooldown),

@@ -113,7 +113,8 @@ def test_a_damaged_meta_json_is_a_clear_error(tmp_path, capsys, name, message):
     ("ranks", [1, 2], "ranks is list, not a list of each rank's"),
     ("best_val_loss", [1.0], "best_val_loss is list, not a number"),
     ("data", {"rng": "x", "drawn": 0}, "data position cannot be restored"),
-    ("model_args", {"n_layer": 2, "n_head": 2, "n_embd": 32, "vocab_size": 10 ** 12}, "different model config"),
+    ("model_args", {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 16, "dropout": 0.1, "vocab_size": 10 ** 12},
+     "model_args of the checkpoint"),
 ])
 def test_a_checkpoint_field_of_the_wrong_type_is_a_clear_error(finished, tmp_path, capsys, field, value, message):
     config, out = copy_run(finished, tmp_path)

@@ -235,7 +235,7 @@ class MLP(nn.Module):
         self.swiglu = args.use_swiglu
         hidden = args.mlp_hidden
         self.c_fc = nn.Linear(args.n_embd, 2 * hidden if self.swiglu else hidden, bias=args.bias)
-        self.gelu = None if self.swiglu else nn.GELU()
+        self.gelu = None if self.swiglu else nn.GELU(approximate="tanh" if args.activation == "gelu_tanh" else "none")
         self.c_proj = nn.Linear(hidden, args.n_embd, bias=args.bias)
         self.dropout = nn.Dropout(args.dropout)
 

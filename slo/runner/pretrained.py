@@ -63,9 +63,29 @@ def open_source(init_from: str, own: Path) -> Source | None:
     if "model_args" not in ckpt:
         raise RunError(f"{path} has no model_args, so its model cannot be rebuilt; use a ckpt.pt written by slo "
                        "or nanoGPT")
-    shape = asdict(ModelArgs.from_dict(ckpt["model_args"]))
+    args = ModelArgs.from_dict(ckpt["model_args"])
+    state = clean_state_dict(ckpt["model"])
+    _check_fit(args, state, f"the checkpoint {path}")
     meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else None
-    return Source(kind, f"the checkpoint {path}", path, shape, clean_state_dict(ckpt["model"]), ckpt, meta)
+    return Source(kind, f"the checkpoint {path}", path, asdict(args), state, ckpt, meta)
+
+
+def _check_fit(args: ModelArgs, state: dict, name: str) -> None:
+    """RunError unless the weights are those of the model args describes (compared on the meta
+    device: a damaged model_args is found before a model of its size is allocated)."""
+    import torch
+
+    from .model import GPT
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in GPT(args).state_dict().items()}
+    wrong = [f"{k} {tuple(state[k].shape)} vs {shape}" for k, shape in expected.items()
+             if k in state and tuple(state[k].shape) != shape]
+    missing = [k for k in expected if k not in state]
+    if wrong or missing:
+        shown = "; ".join(wrong[:3] + [f"missing {k}" for k in missing[:3]])
+        raise RunError(f"the model_args of {name} do not fit its weights ({shown}): the file is damaged or was "
+                       "written by another program; use another checkpoint")
 
 
 def adopt_shape(cfg, source: Source):
@@ -74,8 +94,7 @@ def adopt_shape(cfg, source: Source):
     conflicts, changes = [], {}
     for key in SHAPE_KEYS:
         theirs, ours = source.shape[key], cfg[key]
-        if key in TRAINING_ONLY_KEYS or ours == theirs or (key == "n_kv_head" and ours is None
-                                                           and theirs == source.shape["n_head"]):
+        if key in TRAINING_ONLY_KEYS or ours == theirs or _same_model(key, ours, source.shape):
             continue
         if not cfg.is_set(key):
             changes[key] = theirs
@@ -96,6 +115,19 @@ def adopt_shape(cfg, source: Source):
     if not changes:
         return cfg
     return cfg.derive(changes, f"<{source.name}>")
+
+
+def _same_model(key: str, ours, shape: dict) -> bool:
+    """True when key=ours makes the same model as the weights' shape though the values differ."""
+    if key == "n_kv_head":
+        return ours is None and shape["n_kv_head"] == shape["n_head"]
+    if key == "rope_theta":
+        return not shape["use_rope"]
+    if key == "activation":
+        return shape["use_swiglu"]
+    if key == "mlp_ratio":  # the width counts, not the ratio that gives it
+        return ModelArgs(**{**shape, key: ours}).mlp_hidden == ModelArgs(**shape).mlp_hidden
+    return False
 
 
 def weights_for(source: Source, block_size: int) -> dict:

@@ -1,0 +1,255 @@
+"""``slo export RUN -o FOLDER``: a checkpoint as a Hugging Face model folder.
+
+The folder holds ``config.json``, ``model.safetensors`` (float32) and
+``generation_config.json``, so that ``AutoModelForCausalLM.from_pretrained``
+loads it and computes slo's logits; nanoGPT-shaped models become GPT-2,
+RoPE + RMSNorm + SwiGLU ones Llama (see hf.py). The tokenizer comes along as
+``tokenizer.json`` and ``tokenizer_config.json`` when the checkpoint's meta has
+a Hugging Face form: a ``tokenizer.json`` carried in the meta, byte- and
+character-level vocabularies (written with ``tokenizers``), and GPT-2 BPE when
+its ``tokenizer.json`` is in the local Hugging Face cache (never downloaded).
+
+The folder is written beside FOLDER under a temporary name and renamed into
+place; an existing FOLDER is replaced only with ``--force``, and only when it
+looks like an export (a config.json and weights).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from .. import atomic
+from ..errors import RunError
+
+GPT2_REPOS = ("openai-community/gpt2", "gpt2")  # where the Hugging Face cache keeps GPT-2's tokenizer
+
+
+def add_arguments(parser, command: str) -> None:
+    add = parser.add_argument
+    add("run", metavar="RUN", help="a run's out_dir holding ckpt.pt, or a .pt file")
+    add("-o", "--out", metavar="FOLDER", help="the Hugging Face model folder to write")
+    add("--force", action="store_true", help="replace FOLDER if it holds an earlier export")
+
+
+def run(ns, rest) -> int:
+    if rest:
+        print(f"error: unknown arguments: {' '.join(rest)} (see slo export --help)", file=sys.stderr)
+        return 2
+    try:
+        lines, notes = export(ns)
+    except RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print("\n".join(lines))
+    return 0
+
+
+def export(ns) -> tuple[list[str], list[str]]:
+    """Write the export ns asks for; (the lines that say what was written, notes)."""
+    if not ns.out:
+        raise RunError("say where the model goes: -o FOLDER")
+    out, source = Path(ns.out), Path(ns.run)
+    check_target(out, ns.force, source)
+
+    from .checkpoint import clean_state_dict, load_checkpoint
+    from .hf import ARCHITECTURES, NAMES, hf_from_slo, import_safetensors
+    from .model import ModelArgs
+
+    import_safetensors()  # before the work: say how to install it
+    ckpt = load_checkpoint(source)
+    if "model_args" not in ckpt:
+        raise RunError(f"{source} has no model_args, so its model cannot be rebuilt; use a ckpt.pt written by "
+                       "slo or nanoGPT")
+    args = ModelArgs.from_dict(ckpt["model_args"])
+    state = {k: v.float() if v.is_floating_point() else v for k, v in clean_state_dict(ckpt["model"]).items()}
+    config, hf_state = hf_from_slo(args, state)
+    kind = config["model_type"]
+    notes = [] if args.bias or kind != "gpt2" else ["the model has no biases and GPT-2 always has them: "
+                                                    "they are written as zeros, which compute the same"]
+    files, eot, why = tokenizer_files(ckpt.get("meta"), args)
+    if why:
+        notes.append(f"the tokenizer was not written: {why}")
+    for key in ("bos_token_id", "eos_token_id"):
+        config[key] = eot
+    generation = {"_from_model_config": True, "bos_token_id": eot, "eos_token_id": eot}
+    files = {"config.json": _json(config), "generation_config.json": _json(generation), **files}
+    write_folder(out, files, hf_state)
+    n = sum(t.numel() for t in hf_state.values())
+    names = ", ".join(sorted([*files, "model.safetensors"]))
+    return [f"wrote {out}: {NAMES[kind]} ({ARCHITECTURES[kind]}), {args.n_layer} layers, {args.n_embd} wide, "
+            f"{args.vocab_size:,} tokens, {n:,} parameters: {names}",
+            f"load it with: transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})"], notes
+
+
+def _json(value) -> bytes:
+    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def check_target(out: Path, force: bool, source: Path) -> None:
+    """RunError unless out may be written: absent or empty, or, with force, an earlier export that is
+    neither the current folder (nor above it) nor holds the checkpoint being exported."""
+    from .hf import WEIGHT_FILES
+
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out} exists and is not a folder; choose another -o")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not force:
+        raise RunError(f"{out} already exists; add --force to replace it, or choose another -o")
+    real, cwd = out.resolve(), Path.cwd().resolve()
+    if real == cwd or real in cwd.parents:
+        raise RunError(f"-o {out} is the current folder or holds it; --force replaces only an export folder")
+    held = source.resolve()
+    if held == real or real in held.parents:
+        raise RunError(f"{source} is inside -o {out}, which --force would replace; export to another folder")
+    if not (out / "config.json").is_file() or not any((out / name).is_file() for name in WEIGHT_FILES):
+        raise RunError(f"{out} does not look like an exported model (no config.json with model.safetensors or "
+                       "pytorch_model.bin); --force replaces only an export folder: choose another -o")
+
+
+def write_folder(out: Path, files: dict[str, bytes], hf_state: dict) -> None:
+    """files and hf_state (as model.safetensors) into a temporary folder beside out, renamed into place."""
+    from .hf import import_safetensors
+
+    safetensors = import_safetensors()
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        atomic.sweep(parent, out.name)
+        tmp = atomic.make_dir(parent, out.name)
+    except OSError as e:
+        raise RunError(f"cannot write into {parent}: {e.strerror or e}") from None
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; a model folder is not
+        for name, data in files.items():
+            with open(tmp / name, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        safetensors.torch.save_file(hf_state, tmp / "model.safetensors", metadata={"format": "pt"})
+        (tmp / "model.safetensors").chmod(0o644)
+        with open(tmp / "model.safetensors", "rb") as f:
+            os.fsync(f.fileno())
+        _move_into_place(tmp, out)
+    except (OSError, safetensors.SafetensorError) as e:
+        raise RunError(f"could not write {out}: {getattr(e, 'strerror', None) or e}; nothing was replaced") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    if out.is_dir() and any(out.iterdir()):  # checked replaceable; moved aside, so a kill can put it back
+        old = atomic.make_dir(out.parent, out.name, "old")
+        os.replace(out, old / out.name)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out)  # replaces an empty folder
+
+
+# ---------------------------------------------------------------- the tokenizer
+
+
+def tokenizer_files(meta, args) -> tuple[dict[str, bytes], int | None, str | None]:
+    """(tokenizer.json and tokenizer_config.json, the end-of-text id or None, why none were written or None)
+    for the tokenizer a checkpoint's meta names (nanoGPT's checkpoints, which have none, use GPT-2 BPE)."""
+    from .tokenizers import GPT2_VOCAB_SIZE, normalize_meta
+
+    if not meta:
+        if args.vocab_size < GPT2_VOCAB_SIZE:
+            return {}, None, "the checkpoint holds no tokenizer meta (was it trained by an older slo?)"
+        meta = {"tokenizer": "gpt2"}
+    try:
+        meta = normalize_meta(meta, "the checkpoint's meta")
+    except RunError as e:
+        return {}, None, str(e)
+    kind, eot = meta.get("tokenizer"), meta.get("eot_id")
+    eot = eot if isinstance(eot, int) and not isinstance(eot, bool) and 0 <= eot < args.vocab_size else None
+    text = meta.get("tokenizer_json")
+    try:
+        if isinstance(text, dict):
+            text = json.dumps(text, ensure_ascii=False)
+        elif kind == "byte" and text is None:
+            text = _byte_tokenizer()
+        elif kind == "char" and text is None:
+            text = _char_tokenizer(meta["itos"])
+        elif (kind == "gpt2" or kind is None and args.vocab_size >= GPT2_VOCAB_SIZE) and text is None:
+            text, eot = _cached_gpt2_tokenizer(), GPT2_VOCAB_SIZE - 1
+            if text is None:
+                return {}, eot, ("GPT-2 BPE's tokenizer.json is not in the Hugging Face cache and slo does not "
+                                 "download; use AutoTokenizer.from_pretrained('openai-community/gpt2') with it")
+    except ImportError:
+        return {}, eot, f"writing the {kind} tokenizer needs the tokenizers package: pip install tokenizers"
+    if not isinstance(text, str):
+        return {}, eot, f"the checkpoint's tokenizer ({kind}) has no Hugging Face form slo can write"
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}, eot, "the tokenizer.json carried in the checkpoint's meta is not valid JSON"
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": args.block_size}
+    token = _token_text(data, eot)
+    if token is not None:
+        config.update(bos_token=token, eos_token=token)
+    return {"tokenizer.json": text.encode("utf-8"), "tokenizer_config.json": _json(config)}, eot, None
+
+
+def _token_text(data, token_id: int | None) -> str | None:
+    """The text of token_id in a tokenizer.json's added tokens or vocabulary."""
+    if token_id is None or not isinstance(data, dict):
+        return None
+    for token in data.get("added_tokens") or ():
+        if isinstance(token, dict) and token.get("id") == token_id and isinstance(token.get("content"), str):
+            return token["content"]
+    vocab = data.get("model", {}).get("vocab") if isinstance(data.get("model"), dict) else None
+    if isinstance(vocab, dict):
+        return next((text for text, i in vocab.items() if i == token_id), None)
+    return None
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's printable stand-in for each byte, as byte-level tokenizers spell bytes."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{b: chr(b) for b in printable}, **{b: chr(256 + i) for i, b in enumerate(others)}}
+
+
+def _byte_tokenizer() -> str:
+    """slo's byte-level vocabulary (id = UTF-8 byte) as a tokenizer.json."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    spelled = _bytes_to_unicode()
+    tokenizer = Tokenizer(models.BPE(vocab={spelled[b]: b for b in range(256)}, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer.to_str()
+
+
+def _char_tokenizer(itos: list[str]) -> str:
+    """A character-level vocabulary (nanoGPT's shakespeare_char) as a tokenizer.json."""
+    from tokenizers import Tokenizer, decoders, models
+
+    tokenizer = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(itos)}, merges=[]))
+    tokenizer.decoder = decoders.Fuse()  # the characters side by side, not joined by spaces
+    return tokenizer.to_str()
+
+
+def _cached_gpt2_tokenizer() -> str | None:
+    """GPT-2's tokenizer.json from the local Hugging Face cache; None when it is not there."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    for repo in GPT2_REPOS:
+        path = try_to_load_from_cache(repo, "tokenizer.json")
+        if isinstance(path, str):
+            try:
+                return Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+    return None
