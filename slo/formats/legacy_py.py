@@ -227,6 +227,8 @@ class _Reader:
         if isinstance(node, ast.Constant):
             if not isinstance(node.value, SCALARS):
                 self.refuse(node, f"A {type(node.value).__name__} literal")
+            if type(node.value) is int and node.value.bit_length() > MAX_INT_BITS:  # 0x... of any length parses
+                raise _Refused(node, "An integer literal too large for a config value")
             return node.value
         if isinstance(node, ast.Name):
             return self.name(node)
@@ -330,7 +332,10 @@ def _where(node: ast.AST) -> dict:
 
 
 def _shown(node: ast.AST) -> str:
-    text = ast.unparse(node)
+    try:
+        text = ast.unparse(node)
+    except ValueError:  # a constant past Python's int-string limit
+        return "an expression with a very large number"
     return text if len(text) <= 60 else text[:57] + "..."
 
 

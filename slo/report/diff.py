@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import RunError
 from ..formats import FORMATS
 from ..formats.config_lang import quote
-from ..runner.files import CHECKPOINT_NAME, CONFIG_JSON, ORIGINS_JSON
+from ..runner.files import CHECKPOINT_NAME, CONFIG_JSON, ORIGINS_JSON, shown
 from ..schema import KEYS, format_value
 from .rundir import checkpoint_config, read_json, read_origins, read_run
 
@@ -52,8 +52,8 @@ def load_side(arg: str, letter: str, trust_py: bool = False) -> Side:
         values = read_json(path)
         other = [k for k in values if k not in KEYS and not k.startswith("ENV.")]
         if other and len(other) >= len(values) - len(other):
-            raise RunError(f"{arg} is not a config: most of its keys ({', '.join(other[:3])}...) are not config keys; "
-                           "give a run's config.json, a config file or an out_dir")
+            raise RunError(f"{arg} is not a config: most of its keys ({', '.join(map(shown, other[:3]))}...) are not "
+                           "config keys; give a run's config.json, a config file or an out_dir")
         return Side(arg, values, {}, str(path))
     if path.suffix.lower() == ".pt":
         return _checkpoint_side(path, letter)

@@ -278,6 +278,10 @@ def load_trainer_state(trainer, ckpt: dict) -> None:
     except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as e:
         raise RunError(f"the checkpoint's optimizer state does not fit this model ({first_line(e)}); "
                        "start with init_from=scratch, or finetune with init_from=PATH") from None
+    problem = _optimizer_problem(trainer.optimizer)
+    if problem:
+        raise RunError(f"the checkpoint's optimizer state is damaged ({problem}); resume from another checkpoint, "
+                       "or finetune from its weights with init_from=PATH")
     iter_num = _count(ckpt, "iter_num", 0)
     trainer.progress = Progress(
         iter_num=iter_num,
@@ -293,6 +297,32 @@ def load_trainer_state(trainer, ckpt: dict) -> None:
         trainer.scaler.load_state_dict(ckpt["scaler"])
     if "rng" in own:
         set_rng_state(own["rng"])
+
+
+_OPTIMIZER_STATE = {"AdamW": ("step", "exp_avg", "exp_avg_sq"), "Adam": ("step", "exp_avg", "exp_avg_sq")}
+
+
+def _optimizer_problem(optimizer) -> str | None:
+    """What a loaded optimizer state lacks for its next step (torch's load_state_dict checks only
+    the groups' sizes): each option of the type its default has, each parameter's moments of its shape."""
+    for i, group in enumerate(optimizer.param_groups):
+        for key, default in optimizer.defaults.items():
+            value = group.get(key)
+            if default is not None and not isinstance(value, type(default)) and not (
+                    isinstance(default, float) and is_number(value)):
+                return f"group {i}'s {key} is {shown(value)}, not a {type(default).__name__}"
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            if not state:
+                continue
+            for key in _OPTIMIZER_STATE.get(type(optimizer).__name__, ()):
+                value = state.get(key)
+                if key == "step":
+                    if not (is_number(value) or (isinstance(value, torch.Tensor) and value.numel() == 1)):
+                        return f"a parameter's step is {shown(value)}"
+                elif not (isinstance(value, torch.Tensor) and value.shape == p.shape):
+                    return f"a parameter's {key} is {shown(value) if not isinstance(value, torch.Tensor) else value.shape}"
+    return None
 
 
 def _own_rank_state(trainer, ckpt: dict) -> dict:

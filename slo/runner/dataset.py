@@ -51,8 +51,9 @@ class _ForbiddenObject(Exception):
     pass
 
 
-class _PlainDataUnpickler(pickle.Unpickler):
-    """Refuses every class and function: a meta.pkl holds only dicts, ints and strs."""
+class _PlainDataUnpickler(pickle._Unpickler):
+    """Refuses every class and function: a meta.pkl holds only dicts, ints and strs. The pure-Python
+    unpickler: its memo is a dict, where the C one grows an array to any index a file names."""
 
     def find_class(self, module, name):
         raise _ForbiddenObject(f"it asks for {module}.{name}, and only plain data (dicts, ints, strs) is read")
@@ -313,5 +314,134 @@ def unigram_entropy(train: np.ndarray, val: np.ndarray, vocab_size: int) -> floa
     log_p = np.log(counts / counts.sum())
     val_counts = np.bincount(np.asarray(val), minlength=vocab_size)[:vocab_size]
     return float(-(val_counts * log_p).sum() / max(len(val), 1))
+
+
+def counts_entropy(train_counts: np.ndarray, val_counts: np.ndarray) -> float:
+    """unigram_entropy from each split's count of every id (what a streaming writer keeps; its ids all fit)."""
+    log_p = np.log((train_counts + 1.0) / (train_counts + 1.0).sum())
+    return float(-(val_counts * log_p).sum() / max(int(val_counts.sum()), 1))
+
+
+LLMC_HEADERS = {"uint16": (20240520, 1), "uint32": (20240801, 7)}  # token dtype -> llm.c (magic, version)
+COUNTED_VOCAB = 1 << 24  # the largest vocabulary whose ids a TokenWriter counts (for the unigram baseline)
+
+
+class TokenWriter:
+    """A dataset written as its token ids come: ``{split}.bin``, or llm.c shards ``{split}_000000.bin`` of
+    ``shard_tokens`` ids each, in a temporary folder beside ``folder`` (atomic's names). ``finish`` adds
+    meta.json and moves it into place; leaving the ``with`` block before that removes what was written, so an
+    interruption leaves no half-made dataset, and the one there, if any, as it was (a killed writer leaves a
+    temporary folder that the next one sweeps)."""
+
+    def __init__(self, folder, vocab_size: int, shard_tokens: int | None = None):
+        self.folder = Path(folder)
+        self.dtype_name = "uint32" if vocab_size > 65536 else "uint16"
+        self.dtype = TOKEN_DTYPES[self.dtype_name]
+        self.vocab_size, self.shard_tokens = vocab_size, shard_tokens
+        self.tokens = {s: 0 for s in SPLITS}
+        self.counts = {s: np.zeros(vocab_size, np.int64) for s in SPLITS} if vocab_size <= COUNTED_VOCAB else None
+        self.files: dict[str, list[tuple[Path, int]]] = {s: [] for s in SPLITS}  # closed files and their ids
+        self._open: dict = {}  # split -> [file, path, ids in it]
+        self._made = [p for p in (self.folder.parent, *self.folder.parent.parents) if not p.exists()]
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        atomic.sweep(self.folder.parent, self.folder.name)
+        self.tmp = atomic.make_dir(self.folder.parent, self.folder.name)
+        self.tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is not
+        self.done = False
+
+    def __enter__(self) -> TokenWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f, _, _ in self._open.values():
+            f.close()
+        self._open.clear()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        for path in self._made if not self.done else ():
+            try:
+                path.rmdir()  # a folder made for it and still empty
+            except OSError:
+                break
+
+    def write(self, split: str, ids: np.ndarray) -> None:
+        ids = np.asarray(ids).astype(self.dtype, copy=False)
+        if self.counts is not None and len(ids):
+            self.counts[split] += np.bincount(ids, minlength=self.vocab_size)[:self.vocab_size]
+        self.tokens[split] += len(ids)
+        while len(ids):
+            entry = self._open.get(split) or self._start(split)
+            room = len(ids) if not self.shard_tokens else self.shard_tokens - entry[2]
+            entry[0].write(memoryview(np.ascontiguousarray(ids[:room])))
+            entry[2] += min(room, len(ids))
+            ids = ids[room:]
+            if entry[2] == self.shard_tokens:
+                self._close(split)
+
+    def _start(self, split: str) -> list:
+        name = f"{split}_{len(self.files[split]):06d}.bin" if self.shard_tokens else f"{split}.bin"
+        f = open(self.tmp / name, "wb")
+        f.write(self._header(0) if self.shard_tokens else b"")
+        self._open[split] = entry = [f, self.tmp / name, 0]
+        return entry
+
+    def _header(self, count: int) -> bytes:
+        header = np.zeros(HEADER_INTS, dtype="<i4")
+        header[:3] = (*LLMC_HEADERS[self.dtype_name], count)
+        return header.tobytes()
+
+    def _close(self, split: str) -> None:
+        f, path, count = self._open.pop(split)
+        with f:
+            if self.shard_tokens:
+                f.seek(0)
+                f.write(self._header(count))
+            f.flush()
+            os.fsync(f.fileno())
+        self.files[split].append((path, count))
+
+    def move_tail(self, n: int, source: str = "train", target: str = "val") -> None:
+        """Move the last n ids of ``source`` to ``target`` (a split by tokens, once all are written)."""
+        if source in self._open:
+            self._close(source)
+        offset = HEADER_BYTES if self.shard_tokens else 0
+        cut, start, kept = self.tokens[source] - n, 0, []
+        for path, count in self.files[source]:
+            stay = min(max(cut - start, 0), count)
+            if stay < count:
+                tokens = np.memmap(path, dtype=self.dtype, mode="r", offset=offset, shape=(count,))
+                for at in range(stay, count, ID_CHECK_CHUNK):
+                    chunk = np.array(tokens[at:at + ID_CHECK_CHUNK])
+                    self.write(target, chunk)
+                    if self.counts is not None:
+                        self.counts[source] -= np.bincount(chunk, minlength=self.vocab_size)[:self.vocab_size]
+                del tokens
+                self._truncate(path, stay, offset)
+            if stay:
+                kept.append((path, stay))
+            start += count
+        self.files[source], self.tokens[source] = kept, cut
+
+    def _truncate(self, path: Path, count: int, offset: int) -> None:
+        if not count:
+            return path.unlink()
+        with open(path, "r+b") as f:
+            f.truncate(offset + count * self.dtype.itemsize)
+            if self.shard_tokens:
+                f.write(self._header(count))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def finish(self, meta: dict, files: dict[str, str] | None = None, *, replace: bool = False) -> bool:
+        """Close the token files, write meta.json (and ``files``: name -> text) and move the folder into
+        place; False when ``folder`` had files and ``replace`` is False (as write_dataset)."""
+        for split in list(self._open):
+            self._close(split)
+        for name, text in {**(files or {}), META_JSON: json.dumps({**meta, "dtype": self.dtype_name}, indent=1)}.items():
+            with open(self.tmp / name, "w", encoding="utf-8") as f:
+                f.write(text if name != META_JSON else text + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        self.done = _move_into_place(self.tmp, self.folder, replace)
+        return self.done
 
 

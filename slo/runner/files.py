@@ -7,6 +7,7 @@ The trainer writes them; its sinks (metrics, TensorBoard), ``slo sample`` and
 from __future__ import annotations
 
 import json
+import reprlib
 from pathlib import Path
 
 CHECKPOINT_NAME = "ckpt.pt"
@@ -31,7 +32,13 @@ def parse_json(text: str | bytes):
     except RecursionError:
         raise ValueError("it is nested too deeply") from None
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, the int-string limit
-        raise ValueError(str(e).split("; use sys.set_int_max_str_digits")[0]) from None
+        raise ValueError(reason(e)) from None
+
+
+def reason(error: BaseException) -> str:
+    """An exception's first line, without the advice for programmers Python adds past its int-string limit."""
+    text = str(error).strip()
+    return text.splitlines()[0].split("; use sys.set_int_max_str_digits")[0] if text else type(error).__name__
 
 
 def read_json(path: Path):
@@ -48,11 +55,20 @@ def is_number(value) -> bool:
 
 
 def shown(value) -> str:
-    """A value read from a file, as a message shows it: its repr, cut to 60 characters."""
+    """A value read from a file, as a message shows it: a repr of bounded size and depth (reprlib),
+    cut to 60 characters, whatever the value (a list shared at every level, a huge integer)."""
     if isinstance(value, int) and abs(value) >= 10 ** 60:  # repr fails past Python's digit limit
         return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
-    text = repr(value)
+    try:
+        text = _SHORT.repr(value)
+    except (ValueError, RecursionError):  # a huge integer inside a container
+        text = f"a {type(value).__name__} holding a value too large to show"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+_SHORT = reprlib.Repr()  # keyword arguments only from Python 3.12
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxset = 3, 6, 6, 6, 6
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 60
 
 
 def as_record(line: bytes | str) -> dict | None:

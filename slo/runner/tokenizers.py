@@ -8,10 +8,12 @@ checks a meta and turns nanoGPT's ``meta.pkl`` form into this one.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from ..errors import RunError, first_line
-from .files import shown
+from .files import reason, shown
 
 GPT2_VOCAB_SIZE = 50257
 TOKEN_DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
@@ -213,4 +215,9 @@ def normalize_meta(meta, source: str = "the dataset's meta") -> dict:
     dtype = meta.get("dtype")
     if dtype is not None and (not isinstance(dtype, str) or dtype not in TOKEN_DTYPES):
         raise RunError(f"{source}: dtype must be one of {', '.join(TOKEN_DTYPES)}, not {shown(dtype)}")
+    try:  # a run copies the meta into its out_dir and checkpoint as JSON
+        json.dumps(meta)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise RunError(f"{source} holds a value that is not plain data ({reason(e)[:100]}); prepare the "
+                       "dataset again") from None
     return meta
