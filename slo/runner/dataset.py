@@ -11,6 +11,7 @@ stays light.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -22,7 +23,7 @@ import numpy as np
 
 from .. import atomic
 from ..errors import RunError, first_line
-from .files import read_json
+from .files import read_json, reason
 from .tokenizers import TOKEN_DTYPES, Tokenizer, normalize_meta
 
 BUILTIN = "builtin"
@@ -41,7 +42,8 @@ LLMC_META = {  # what the tokens are when the dataset has no meta of its own
 VOCAB_ADVICE = ("the token files do not match the dataset's meta (prepare it again), or the model's vocabulary is "
                 "too small for them: raise MODEL vocab_size, or, where the weights of init_from decide it, prepare "
                 "the data with their tokenizer")
-ID_CHECK_CHUNK = 1 << 20  # tokens read at each of the start, middle and end of a file
+ID_CHECK_CHUNK = 1 << 20
+MAX_META_BYTES = 64 << 20  # a meta.pkl (a char vocabulary) is far smaller  # tokens read at each of the start, middle and end of a file
 
 
 # ---------------------------------------------------------------- meta
@@ -71,14 +73,15 @@ def load_meta(data_dir, dataset) -> dict:
         return normalize_meta(meta, str(path))
     path = folder / META_PKL
     if path.is_file():
-        try:
-            with open(path, "rb") as f:
-                meta = _PlainDataUnpickler(f).load()
+        if path.stat().st_size > MAX_META_BYTES:
+            raise RunError(f"{path} is larger than {MAX_META_BYTES:,} bytes: not a dataset's meta")
+        try:  # from memory: a length the file claims is read as what is there, never allocated first
+            meta = _PlainDataUnpickler(io.BytesIO(path.read_bytes())).load()
         except _ForbiddenObject as e:
             raise RunError(f"{path} was not loaded: {e}; replace it with a meta.json (`slo prepare`)") from None
         except Exception as e:  # a corrupt pickle can raise almost anything
-            why = f"{type(e).__name__}: {e}"
-            raise RunError(f"{path} is corrupt ({why}); replace it with a meta.json (`slo prepare`)") from None
+            raise RunError(f"{path} is corrupt ({type(e).__name__}: {reason(e)}); replace it with a meta.json "
+                           "(`slo prepare`)") from None
         return normalize_meta(meta, str(path))
     return {}
 
