@@ -80,7 +80,7 @@ COMMANDS = {
     "show": ("slo.cli", "Print the resolved config (config, toml, py or json) or --explain it."),
     "keys": ("slo.keys_doc", "List every config key with its type, default, range and meaning."),
     "train": ("slo.runner.train", "Train a model from config files (same as python -m slo.runner)."),
-    "prepare": ("slo.runner.prepare", "Turn text files or folders into a dataset (train.bin, val.bin, meta.json)."),
+    "prepare": ("slo.runner.prepare", "Turn text, JSONL or Parquet into a dataset (train.bin, val.bin, meta.json), any tokenizer."),
     "sample": ("slo.runner.sample", "Generate text from a checkpoint."),
     "export": ("slo.runner.export", "Write a checkpoint as a Hugging Face model folder (GPT-2 or Llama)."),
     "bench": ("slo.runner.bench", "Measure training throughput against a nanoGPT-style loop."),
