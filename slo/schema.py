@@ -86,7 +86,7 @@ def _num(x: float | None) -> str:
 _K = Key
 KEYS: dict[str, Key] = {k.name: k for k in (
     # MODEL: the shape of the network.
-    _K("n_layer", "MODEL", int, 12, "Number of transformer blocks.", ge=1),
+    _K("n_layer", "MODEL", int, 12, "Number of transformer blocks.", ge=1, le=4096),
     _K("n_head", "MODEL", int, 12, "Attention heads per block.", ge=1),
     _K("n_embd", "MODEL", int, 768, "Width of the residual stream; divisible by n_head.", ge=1),
     _K("dropout", "MODEL", float, 0.0, "Dropout probability (0 for pretraining, 0.1+ for finetuning).", ge=0, le=1),

@@ -35,8 +35,11 @@ class _Shape:
         problems = []
         for name in ("n_layer", "n_head", "n_embd", "n_kv_head", "vocab_size", "block_size"):
             value = getattr(self, name)
+            most = KEYS[name].le
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 problems.append(f"{name}={value!r} must be an int >= 1")
+            elif most is not None and value > most:  # a checkpoint's model_args skip the config's checks
+                problems.append(f"{name}={value} must be at most {most}")
         if not problems:
             if self.n_embd % self.n_head:
                 problems.append(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
