@@ -82,7 +82,7 @@ def test_check_several_files_and_overrides(files, slo_cli):
     r = slo_cli("check", "good.config", "--n_layer=0", "--MODEL.batch_size=2", "--n_layrs=1", cwd=files)
     assert r.returncode == 2
     assert r.stderr.splitlines()[::3] == [
-        "<command line>:1:11: error: n_layer=0 is out of range: must be >= 1",
+        "<command line>:1:11: error: n_layer=0 is out of range: must be 1 <= x <= 4096",
         "<command line>:1:15: error: batch_size belongs to DATA, not MODEL",
         "<command line>:1:36: error: Unknown key n_layrs (did you mean n_layer?)",
         "3 errors",

@@ -210,7 +210,7 @@ def test_values_are_typed_by_the_key(key, text, value):
     ("bias", "yes", "bias=yes is not a bool (true or false)"),
     ("vocab_size", "many", "vocab_size=many is not an int or None"),
     ("vocab_size", "NONE", "vocab_size=NONE is not an int or None"),
-    ("n_layer", "0", "n_layer=0 is out of range: must be >= 1"),
+    ("n_layer", "0", "n_layer=0 is out of range: must be 1 <= x <= 4096"),
     ("dropout", "1.5", "dropout=1.5 is out of range: must be 0 <= x <= 1"),
     ("beta2", "1", "beta2=1.0 is out of range: must be 0 <= x < 1"),
     ("learning_rate", "0", "learning_rate=0.0 is out of range: must be > 0"),

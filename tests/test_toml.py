@@ -64,7 +64,7 @@ def test_extends_may_be_one_string_or_span_lines(write):
     ("[train]\nmax_iters = 1979-05-27\n", "2:13: max_iters takes one value (a number, string or boolean), not a TOML date or time"),
     ("[env]\nOMP_NUM_THREADS = 4\n", "2:19: ENV OMP_NUM_THREADS=4 must be a string: quote it"),
     ('[env]\n"1X" = "a"\n', "2:1: Invalid ENV name '1X': use letters, digits and _, not starting with a digit"),
-    ("[model]\nn_layer = 0\n", "2:11: n_layer=0 is out of range: must be >= 1"),
+    ("[model]\nn_layer = 0\n", "2:11: n_layer=0 is out of range: must be 1 <= x <= 4096"),
     ('[model]\nn_layer = "six"  # words\n', "2:11: n_layer=six is not an int"),
     ("[model]\nn_layer = true\n", "2:11: n_layer=True is not an int"),
     ("[model]\nn_layer = = 3\n", "2:11: TOML syntax error: Invalid value"),
