@@ -39,18 +39,6 @@ CI_EXAMPLES = {"config": 300, "toml": 150, "py": 150, "metrics": 150, "plot": 4,
 # slo/ (fuzz_targets.crash_signature); "" matches anything.
 ALL_DIGITS = "Exceeds the limit"  # str() of an int past Python's 4,300 digits
 KNOWN_CRASHES: dict[str, tuple[str, list[tuple[str, str, str, str]]]] = {
-    "ckpt-0005.pt": ("an optimizer state entry that is a list, not a dict, passes the resume checks; the first "
-                     "step after resume raises TypeError in AdamW's _init_group",
-                     [("TypeError", "trainer.py", "optimizer_step", "list indices must be integers")]),
-    "ckpt-0006.pt": ("model_args use_swiglu=tensor([0., 0., 0.]): ModelArgs checks no bool option's type, so slo "
-                     "sample's build_model asks the tensor for its truth in mlp_hidden (RuntimeError)",
-                     [("RuntimeError", "model.py", "mlp_hidden", "Boolean value of Tensor")]),
-    "ckpt-0007.pt": ("model_args mlp_ratio=inf passes ModelArgs' > 0 check; slo sample's build_model rounds "
-                     "inf * n_embd in mlp_hidden (OverflowError)",
-                     [("OverflowError", "model.py", "mlp_hidden", "infinity")]),
-    "ckpt-0008.pt": ("optimizer eps=torch.zeros(2, 2): the resume error shows the tensor's repr, which has a "
-                     "newline, so the message is two lines",
-                     [("AssertionError", "fuzz_targets.py", "command_refused", "optimizer state is damaged")]),
 }
 
 

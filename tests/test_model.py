@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import slo
 from slo.errors import RunError
+from slo.schema import CONVERT, KEYS, SHAPE_KEYS
 from slo.runner.model import GPT, KVCache, ModelArgs, apply_rotary, rotary_tables
 
 VOCAB = 64
@@ -291,9 +292,37 @@ def test_model_args_from_nanogpt_dict_and_back():
         ModelArgs.from_dict({**nano, "n_embd": 30})
     with pytest.raises(RunError, match="n_kv_head=3 does not divide n_head=4"):
         ModelArgs.from_dict({**nano, "n_kv_head": 3})
-    with pytest.raises(RunError, match="dropout='0.1' must be a number between 0 and 1; norm_eps=0 must be a number > 0"):
+    with pytest.raises(RunError, match="dropout='0.1' must be a float; norm_eps=0 must be > 0"):
         ModelArgs.from_dict({**nano, "dropout": "0.1", "norm_eps": 0})
+    # every field by its key's type and range: a tensor for a bool, a string for a size, infinity
+    with pytest.raises(RunError, match=r"use_swiglu=tensor\(\[0., 0.\]\) must be a bool"):
+        ModelArgs.from_dict({**nano, "use_swiglu": torch.zeros(2)})
+    with pytest.raises(RunError, match="n_layer='2' must be an int; mlp_ratio=inf must be a finite number"):
+        ModelArgs.from_dict({**nano, "n_layer": "2", "mlp_ratio": math.inf})
 
+
+
+@given(name=st.sampled_from(SHAPE_KEYS),
+       value=st.one_of(st.none(), st.booleans(), st.integers(-2, 10 ** 6), st.floats(allow_nan=True),
+                       st.text(max_size=8), st.just(torch.zeros(2)), st.lists(st.integers(), max_size=2)))
+def test_model_args_take_a_field_exactly_when_the_schema_does(name, value):
+    """A checkpoint's model_args field is accepted only with its key's type (no bool for an int, no
+    str for anything but a str key) and inside its range; anything else is a RunError, never another."""
+    nano = dict(n_layer=2, n_head=2, n_embd=8, block_size=8, vocab_size=16)
+    key = KEYS[name]
+    typed = (value is None and key.optional and name != "vocab_size") or (
+        isinstance(value, (int, float) if key.type is float else key.type)
+        and isinstance(value, bool) == (key.type is bool))
+    try:
+        schema_ok = typed and (value is None or CONVERT[name](value) == value)
+    except ValueError:  # out of range, or not finite
+        schema_ok = False
+    try:
+        ModelArgs.from_dict({**nano, name: value})
+    except RunError as e:
+        assert not schema_ok or "divisible" in str(e) or "divide" in str(e) or "even head size" in str(e)
+    else:
+        assert schema_ok
 
 # ---------------------------------------------------------------- generation
 

@@ -313,6 +313,8 @@ def _optimizer_problem(optimizer) -> str | None:
                 return f"group {i}'s {key} is {shown(value)}, not a {type(default).__name__}"
         for p in group["params"]:
             state = optimizer.state.get(p)
+            if state is not None and not isinstance(state, dict):
+                return f"a parameter's state is {shown(state)}, not a dict"
             if not state:
                 continue
             for key in _OPTIMIZER_STATE.get(type(optimizer).__name__, ()):

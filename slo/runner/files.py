@@ -7,6 +7,7 @@ The trainer writes them; its sinks (metrics, TensorBoard), ``slo sample`` and
 from __future__ import annotations
 
 import json
+import re
 import reprlib
 from pathlib import Path
 
@@ -63,6 +64,7 @@ def shown(value) -> str:
         text = _SHORT.repr(value)
     except (ValueError, RecursionError):  # a huge integer inside a container
         text = f"a {type(value).__name__} holding a value too large to show"
+    text = re.sub(r"\s*\n\s*", " ", text)  # one line: a tensor's repr has newlines (a str's has none)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

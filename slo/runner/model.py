@@ -18,8 +18,9 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import RunError
-from ..schema import KEYS, SHAPE_KEYS
+from ..schema import CONVERT, KEYS, SHAPE_KEYS
 from .device import gib, is_allocation_failure, memory_total
+from .files import shown
 
 
 DEFAULT_VOCAB_SIZE = 50304  # nanoGPT's GPT-2 vocabulary padded to a multiple of 64
@@ -32,14 +33,7 @@ class _Shape:
     def __post_init__(self):
         if self.n_kv_head is None:
             object.__setattr__(self, "n_kv_head", self.n_head)
-        problems = []
-        for name in ("n_layer", "n_head", "n_embd", "n_kv_head", "vocab_size", "block_size"):
-            value = getattr(self, name)
-            most = KEYS[name].le
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                problems.append(f"{name}={value!r} must be an int >= 1")
-            elif most is not None and value > most:  # a checkpoint's model_args skip the config's checks
-                problems.append(f"{name}={value} must be at most {most}")
+        problems = [p for p in map(self._field_problem, SHAPE_KEYS) if p]
         if not problems:
             if self.n_embd % self.n_head:
                 problems.append(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
@@ -47,15 +41,26 @@ class _Shape:
                 problems.append(f"use_rope needs an even head size, got n_embd/n_head={self.head_size}")
             if self.n_head % self.n_kv_head:
                 problems.append(f"n_kv_head={self.n_kv_head} does not divide n_head={self.n_head}")
-        for name in ("dropout", "rope_theta", "norm_eps", "init_std", "mlp_ratio"):
-            value = getattr(self, name)
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if name == "dropout" and not (number and 0 <= value <= 1):
-                problems.append(f"dropout={value!r} must be a number between 0 and 1")
-            elif name != "dropout" and not (number and value > 0):
-                problems.append(f"{name}={value!r} must be a number > 0")
         if problems:
             raise RunError("invalid model arguments: " + "; ".join(problems))
+
+    def _field_problem(self, name: str) -> str | None:
+        """What is wrong with one field, by its key's type and range in the schema (a checkpoint's
+        model_args skip the config's checks): a bool that is a tensor, a size that is a string,
+        a ratio that is infinite."""
+        key, value = KEYS[name], getattr(self, name)
+        if value is None and key.optional and name != "vocab_size":
+            return None
+        wanted = (int, float) if key.type is float else key.type
+        if not isinstance(value, wanted) or isinstance(value, bool) != (key.type is bool):
+            return f"{name}={shown(value)} must be {'an' if key.type is int else 'a'} {key.type.__name__}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{name}={value} must be a finite number"
+        try:
+            CONVERT[name](value)
+        except ValueError:
+            return f"{name}={shown(value)} must be {key.range_text()}"
+        return None
 
     @property
     def head_size(self) -> int:
