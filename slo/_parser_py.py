@@ -23,7 +23,7 @@ from .lexicon import (ESCAPES, FROM_WITHOUT_PATH, HASH_STARTS_VALUE, INVALID_KEY
                       NO_EQUALS, NOT_A_DIRECTIVE, QUOTE_IN_WORD, QUOTED_KEY, SPACE_AFTER_QUOTE, SPACE_AROUND_EQUALS,
                       STRAY_EQUALS, UNKNOWN_ESCAPE, UNTERMINATED_DOUBLE, UNTERMINATED_SINGLE)
 from .schema import (DEFAULTS, FAST_BOOL, FAST_CHOICE, FAST_FLOAT, FAST_INT, FAST_NONEMPTY, FAST_PATTERN, FAST_STR,
-                     FAST_TABLE, KEY_SECTION, SECTIONS)
+                     FAST_TABLE, KEY_SECTION, KEYED_DIRECTIVES)
 from .statements import BARE, DOUBLE, ENTRY_ITEM, KEY, QUOTE, SINGLE, VALUE, is_interpolated
 
 BLANKS = " \t\r\f\v"
@@ -298,7 +298,7 @@ def scan(text):
 _FLOAT_CHARS = frozenset("0123456789.eE+-")
 _BOOL_WORDS = {"True": True, "False": False, "true": True, "false": False}
 _NONE_WORDS = frozenset(("None", "none", "null"))
-_SECTIONS = frozenset(SECTIONS)
+_SECTIONS = frozenset(KEYED_DIRECTIVES)
 _NOT_TYPED = object()
 
 

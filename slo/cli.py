@@ -1,4 +1,4 @@
-"""The ``slo`` command: check, show, train, prepare, sample, bench, plot, runs, diff.
+"""The ``slo`` command: check, show, train, sweep, prepare, sample, bench, plot, runs, diff.
 
 The config commands never import torch; the others import what they need
 when they run. A config error prints its diagnostics and exits with status 2.
@@ -20,7 +20,8 @@ def load_given(files: list[str], overrides: list[str], ns):
 
     run_config = os.path.join(files[0], "config.json") if len(files) == 1 else ""
     if not (os.path.isdir(files[0] if files else "") and os.path.isfile(run_config)):
-        return load(*files, overrides=overrides, trust_py=ns.trust_py, trust_env=ns.trust_env)
+        return load(*files, overrides=overrides, trust_py=ns.trust_py, trust_env=ns.trust_env,
+                    sweep=getattr(ns, "sweep", False))
     return loads(run_config_text(run_config), path=run_config, overrides=overrides, trust_env=ns.trust_env)
 
 
@@ -55,6 +56,8 @@ def cmd_check(ns, rest) -> int:
     print_warnings(cfg)
     n = sum(1 for k in cfg if cfg.is_set(k))
     print(f"{' '.join(files)}: ok ({n} keys set, {len(cfg.warnings)} warning{'s' * (len(cfg.warnings) != 1)})")
+    if cfg.sweep is not None:
+        print("\n".join(cfg.sweep.listing()))
     return 0
 
 
@@ -68,6 +71,8 @@ def cmd_show(ns, rest) -> int:
     cfg = load_given(files, overrides, ns)
     if ns.explain:
         print(cfg.explain())
+        if cfg.sweep is not None:
+            print("[SWEEP]\n" + "\n".join(cfg.sweep.explain()))
     else:
         sys.stdout.write(dumps(cfg, ns.format or "config"))
     return 0
@@ -80,6 +85,7 @@ COMMANDS = {
     "show": ("slo.cli", "Print the resolved config (config, toml, py or json) or --explain it."),
     "keys": ("slo.keys_doc", "List every config key with its type, default, range and meaning."),
     "train": ("slo.runner.train", "Train a model from config files (same as python -m slo.runner)."),
+    "sweep": ("slo.sweeps.command", "Run the trials of a sweep (SWEEP lines or --key=a,b), resumable, N at a time."),
     "prepare": ("slo.runner.prepare", "Turn text, JSONL or Parquet into a dataset (train.bin, val.bin, meta.json), any tokenizer."),
     "sample": ("slo.runner.sample", "Generate text from a checkpoint."),
     "export": ("slo.runner.export", "Write a checkpoint as a Hugging Face model folder (GPT-2 or Llama)."),

@@ -58,9 +58,9 @@ class Config(Mapping):
     (``cfg.origin("ENV.NAME")`` for an ENV value).
     """
 
-    __slots__ = ("_values", "_env", "_provenance", "_sections", "warnings")
+    __slots__ = ("_values", "_env", "_provenance", "_sections", "warnings", "sweep")
 
-    def __init__(self, values: dict, env: dict, provenance: dict, warnings: list = ()):
+    def __init__(self, values: dict, env: dict, provenance: dict, warnings: list = (), sweep=None):
         # Set through the slots' own descriptors (__setattr__ refuses): object.__setattr__ is slower.
         _set_values(self, values)
         _set_env(self, env)
@@ -68,6 +68,7 @@ class Config(Mapping):
         _set_provenance(self, provenance)
         _set_sections(self, {})
         _set_warnings(self, list(warnings))
+        _set_sweep(self, sweep)  # a slo.trials.Sweep when the config has SWEEP items, else None
 
     def __setattr__(self, name, value):
         raise AttributeError("Config is immutable; use slo.load(..., overrides=[...]) to change a value")
@@ -75,7 +76,7 @@ class Config(Mapping):
     def __reduce__(self):  # pickled for the processes of a data-parallel run
         # Each provenance chain as a flat list: pickling the nested entries recurses once per assignment.
         flat = {key: _flatten(entry) for key, entry in self._provenance.items()}
-        return (_unpickle, (self._values, self._env, flat, self.warnings))
+        return (_unpickle, (self._values, self._env, flat, self.warnings, self.sweep))
 
     def __getitem__(self, key: str) -> Any:
         return self._values[key]
@@ -115,6 +116,10 @@ class Config(Mapping):
         for key, value in changes.items():
             provenance[key] = ((key, value, 0, 0, 0, 0, BARE), where, provenance.get(key))
         return Config(values, self._env, provenance, self.warnings)
+
+    def with_sweep(self, sweep) -> "Config":
+        """This config, carrying the sweep whose trials it is the common part of."""
+        return Config(self._values, self._env, self._provenance, self.warnings, sweep)
 
     @property
     def env(self) -> dict:
@@ -164,7 +169,7 @@ class Config(Mapping):
         return "\n".join(lines)
 
 
-_set_values, _set_env, _set_provenance, _set_sections, _set_warnings = (
+_set_values, _set_env, _set_provenance, _set_sections, _set_warnings, _set_sweep = (
     getattr(Config, name).__set__ for name in Config.__slots__)
 
 
@@ -177,14 +182,14 @@ def _flatten(entry) -> list:
     return out
 
 
-def _unpickle(values: dict, env: dict, flat: dict, warnings: list) -> Config:
+def _unpickle(values: dict, env: dict, flat: dict, warnings: list, sweep=None) -> Config:
     provenance = {}
     for key, assignments in flat.items():
         entry = None
         for item, path in reversed(assignments):
             entry = (item, path, entry)
         provenance[key] = entry
-    return Config(values, env, provenance, warnings)
+    return Config(values, env, provenance, warnings, sweep)
 
 
 def _explain_line(key: str, value: str, origin: Origin, default_text: str | None) -> str:

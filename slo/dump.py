@@ -8,7 +8,7 @@ import json
 from .formats import FORMATS
 from .formats.config_lang import config_value, quote
 from .formats.document import from_config
-from .schema import SECTION_KEYS, SECTIONS
+from .schema import SECTION_KEYS, SECTIONS, SWEEP
 
 FORMAT_NAMES = ("config", "toml", "py", "json")
 
@@ -49,4 +49,7 @@ def _dump_config(config, only_set: bool, bases) -> str:
             out.append(_statement(section, [f"{k}={config_value(k, config[k])}" for k in keys]))
     if config.env:
         out.append(_statement("ENV", [f"{k}={quote(v)}" for k, v in config.env.items()]))
+    if config.sweep is not None:
+        out.append(_statement(SWEEP, [f"{k}={quote(str(v))}" for k, v in config.sweep.pairs()]))
+        out.append("".join(f"# {line.strip()}\n" for line in config.sweep.listing()))
     return "".join(out)

@@ -12,7 +12,6 @@ them all. Each file is read by its format's reader (``slo.formats``) into a
 from __future__ import annotations
 
 import os
-import stat
 from typing import Any, Iterable
 
 from .config import Config
@@ -21,25 +20,29 @@ from .formats import reader
 from .formats.config_lang import read_config
 from .interpolate import FAILED, Interpolation, is_utf8
 from .paths import base_paths, locate
-from .schema import ENV_NAME, RULES, SECTION_KEYS, SECTIONS, code_env, suggest
-from .source import CLI_PATH, STRING_PATH, Source
-from .statements import BARE, END_COL, ENTRY_ITEM, FROM_COL, FROM_END_COL, FROM_LINE, KEY, LINE, OVERRIDDEN, VALUE_COL
+from .schema import ENV_NAME, RULES, SECTION_KEYS, SECTIONS, SWEEP, code_env, suggest
+from .source import CLI_PATH, STRING_PATH, Source, read_file
+from .statements import (BARE, END_COL, ENTRY_ITEM, FROM_COL, FROM_END_COL, FROM_LINE, KEY, KEY_COL, LINE, OVERRIDDEN,
+                         VALUE_COL)
 from .tokenizer import chain as chain_entries
 from .tokenizer import type_values
+from .trials import Sweep, Trial, definition, is_setting, is_swept, plan
 
 MAX_DEPTH = 32
-MAX_FILE_BYTES = 16 << 20  # a config file larger than this is refused, not read
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)  # opening a FIFO does not wait for a writer
+TRIAL_FOLDER = "the sweep's folder for the trial"  # the origin of a trial's out_dir
 
 
-def cli_source(overrides: Iterable[str]) -> Source:
+def cli_source(overrides: Iterable[str], sweep: bool = False) -> Source:
     """Command-line overrides (``--key=value``, ``--SECTION.key=value``) as a Source.
 
     The arguments, joined by spaces, are its one line, so errors point at them.
+    With sweep (``slo sweep``), a comma list or a range, a sweep setting and
+    ``--SWEEP.key=value`` are SWEEP items.
     """
     overrides = [str(a) for a in overrides]
     src = Source(CLI_PATH, " ".join(overrides))
     seen: dict = {}
+    swept: dict = {}
     col = 1
     for arg in overrides:
         body = arg[2:] if arg.startswith("--") else arg
@@ -52,6 +55,8 @@ def cli_source(overrides: Iterable[str]) -> Source:
                       "undecoded); give it in UTF-8")
         elif not eq or not key:
             src.error(1, col, col + len(arg), f"Expected --key=value or --SECTION.key=value, found {arg!r}")
+        elif sweep and (section.upper() == SWEEP or not dot and is_swept(item)):
+            src.add_swept(item, swept)
         elif not dot:
             src.add(item, None, seen)
         elif section.upper() == "ENV":
@@ -106,6 +111,11 @@ class _Resolver:
         self.resolved: dict[str, tuple[dict, dict]] = {}  # real path -> resolve_source's result
         self.errors: list[Diagnostic] = []
         self.warnings: list[Diagnostic] = []
+        self.entries: dict = {}
+        self.trial: str | None = None  # the trial being resolved, and its swept items
+        self.trial_keys: dict = {}
+        self.trial_failures: dict = {}  # (item, message) of a rule trials break -> (item, path, message, trials)
+        self.trial_failed = False
 
     # ---- reading and FROM ------------------------------------------------
 
@@ -132,8 +142,9 @@ class _Resolver:
         self.warnings.extend(src.warnings)
         return src
 
-    def resolve_source(self, src: Source, chain: tuple) -> tuple[dict, dict]:
-        """Merged (values, env) provenance entries of src and its bases (computed once per file).
+    def resolve_source(self, src: Source, chain: tuple) -> tuple[dict, dict, dict]:
+        """Merged (values, env) provenance entries of src and its bases, and their SWEEP items
+        (key -> (item, path)), computed once per file.
 
         chain: (real path, display path) of each file from the one named first down to src.
         """
@@ -142,19 +153,47 @@ class _Resolver:
             return done
         values = src.entries if src.entries is not None else chain_entries(src.sets, src.path)
         env = src.env_entries if src.env_entries is not None else chain_entries(src.env, src.path)
+        sweeps = self._own_sweeps(src, values)
         if src.bases:
-            below, below_env = self.resolve_bases(src, chain)
+            below, below_env, below_sweeps = self.resolve_bases(src, chain)
+            self._unswept(below_sweeps, values, src)
+            below_sweeps.update(sweeps)
+            sweeps = below_sweeps
             if below or below_env:
                 _merge_into(below, values)
                 _merge_into(below_env, env)
                 values, env = below, below_env
-        self.resolved[chain[-1][0]] = values, env
-        return values, env
+        self.resolved[chain[-1][0]] = values, env, sweeps
+        return values, env, sweeps
 
-    def resolve_bases(self, src: Source, chain: tuple) -> tuple[dict, dict]:
-        """The merged entries of src's FROM bases, in the order written."""
+    def _own_sweeps(self, src: Source, values: dict) -> dict:
+        """src's SWEEP items by key; one that src also sets is an error (which would win?)."""
+        sweeps = {}
+        for item in src.sweep:
+            entry = values.get(item[KEY])
+            if entry is not None and not is_setting(item):
+                other = entry[ENTRY_ITEM]
+                self._error_at(item, src.path, f"{item[KEY]} is swept here and set at {src.path}:{other[LINE]}: "
+                                               "remove one")
+                continue
+            sweeps[item[KEY]] = (item, src.path)
+        return sweeps
+
+    def _unswept(self, sweeps: dict, values: dict, src: Source | None) -> None:
+        """A key swept below and set above is no longer swept: the later assignment wins, as always."""
+        for key in [k for k, (item, _) in sweeps.items() if k in values and not is_setting(item)]:
+            item, path = sweeps.pop(key)
+            above = values[key][ENTRY_ITEM]
+            if src is not None and above[LINE]:
+                self.warnings.append(src.diag(above[LINE], above[KEY_COL], above[END_COL], (
+                    f"{key} is set here after the SWEEP at {path}:{item[LINE]}, so it is not swept: every trial "
+                    "has this value"), "warning"))
+
+    def resolve_bases(self, src: Source, chain: tuple) -> tuple[dict, dict, dict]:
+        """The merged entries and SWEEP items of src's FROM bases, in the order written."""
         values: dict = {}
         env: dict = {}
+        sweeps: dict = {}
         real_dir = os.path.dirname(chain[-1][0])
         display_dir = os.path.dirname(src.path) if src.path not in (STRING_PATH, CLI_PATH) else ""
         for item in src.bases:
@@ -170,10 +209,11 @@ class _Resolver:
             base = self.read(display, real, (src, item))
             if base is None:
                 continue
-            bvalues, benv = self.resolve_source(base, chain + ((real, display),))
+            bvalues, benv, bsweeps = self.resolve_source(base, chain + ((real, display),))
             _merge_into(values, bvalues)
             _merge_into(env, benv)
-        return values, env
+            sweeps.update(bsweeps)
+        return values, env, sweeps
 
     def _fail(self, src: Source, item: tuple, message: str) -> None:
         """An error at a FROM item of src."""
@@ -181,8 +221,25 @@ class _Resolver:
 
     # ---- typing, interpolation, rules -----------------------------------
 
-    def finish(self, values: dict, env: dict) -> Config:
-        self.entries = values
+    def finish(self, values: dict, env: dict, sweeps: dict | None = None) -> Config:
+        """The Config of merged entries (with its Sweep when there are SWEEP items); ConfigError
+        with every problem found."""
+        if sweeps:
+            return self._sweep_config(values, env, sweeps)
+        config = self._config(values, env)
+        self._raise()
+        return config
+
+    def _raise(self) -> None:
+        if self.errors:
+            unique = {(d.path, d.line, d.col, d.message): d for d in self.errors}  # a sweep's trials repeat some
+            raise ConfigError(_in_reading_order(list(unique.values())))
+
+    def _config(self, values: dict, env: dict, swept: frozenset = frozenset()) -> Config | None:
+        """Type, interpolate and check merged entries: their Config, or None with the errors noted.
+        The cross-field rules of swept keys are left to the trials."""
+        errors_before = len(self.errors)
+        self.entries, self.trial_failed = values, False
         # Plain values (and plain ${key} references) are typed in one fast pass;
         # the rest (interpolation, unusual spellings, errors) one by one.
         final, rest = type_values(values)
@@ -191,22 +248,59 @@ class _Resolver:
             env_final = Interpolation(final, values, env, self.environ, self._error_at).run(rest)
         if not self.trust_env:
             self._check_code_env(env)
-        failed = {k for k in rest if final[k] is FAILED} if self.errors else ()
+        failed = {k for k in rest if final[k] is FAILED} if len(self.errors) > errors_before else ()
         for keys, check in RULES:
             # The defaults satisfy every rule, so checking them all costs less than picking.
-            if failed and not failed.isdisjoint(keys):
+            if failed and not failed.isdisjoint(keys) or swept and not swept.isdisjoint(keys):
                 continue
             message = check(final)
             if message:
                 self._rule_error(keys, message)
-        if self.errors:
-            raise ConfigError(_in_reading_order(self.errors))
+        if len(self.errors) > errors_before or self.trial_failed:
+            return None
         provenance = values  # this resolver's own dict, not kept after this
         if env:
             provenance = dict(values)
             for name, entry in env.items():
                 provenance["ENV." + name] = entry
         return Config(final, env_final, provenance, self.warnings)
+
+    def _sweep_config(self, values: dict, env: dict, sweeps: dict) -> Config:
+        """The Config every trial shares (swept keys as the files leave them), with its Sweep: every
+        trial resolved and checked, all their problems reported at once."""
+        problems: list = []
+        d = definition(sweeps, problems)
+        for item, path, message in problems:
+            self._error_at(item, path, message)
+        self._raise()
+        planned, problem = plan(d)
+        if problem:
+            self._error_at(d.axes[0].item, d.axes[0].path, problem)
+        base = self._config(values, env, frozenset(a.key for a in d.axes))
+        self._raise()
+        folder = base["out_dir"]
+        paths = {a.key: a.path for a in d.axes}
+        trials = []
+        for name, items in planned:
+            self.trial, self.trial_keys = name, items
+            trial_values = dict(values)
+            for key, item in items.items():
+                trial_values[key] = (item, paths[key], values.get(key))
+            config = self._config(trial_values, env)
+            if config is not None:
+                config = config.derive({"out_dir": os.path.join(folder, name)}, TRIAL_FOLDER)
+                trials.append(Trial(name, {key: config[key] for key in items}, config))
+        self.trial, self.trial_keys = None, {}
+        for item, path, message, names in self.trial_failures.values():
+            every = sum(any(i is item for i in items.values()) for _, items in planned)
+            if every == len(names) > 1:
+                message += f", in all {every} trials with this value"
+            else:
+                message += f", in trial{'s' * (len(names) > 1)} " + ", ".join(names[:3]) + (
+                    f" and {len(names) - 3} more" if len(names) > 3 else "")
+            self._error_at(item, path, message)
+        self._raise()
+        return base.with_sweep(Sweep(d, tuple(trials)))
 
     def _check_code_env(self, env: dict) -> None:
         """An error for each ENV variable that would change which code runs."""
@@ -217,7 +311,8 @@ class _Resolver:
                                            "--trust-env (for configs you trust); set it in your shell instead")
 
     def _rule_error(self, keys: tuple, message: str) -> None:
-        where = next(k for k in keys if k in self.entries)
+        # in a trial, at a swept key's SWEEP item where the rule names one, and naming the trial
+        where = next((k for k in keys if k in self.trial_keys), None) or next(k for k in keys if k in self.entries)
         others = []
         for k in keys:
             if k != where and k in self.entries and f"{k}=" in message:
@@ -226,6 +321,10 @@ class _Resolver:
         if others:
             message += " (" + ", ".join(others) + ")"
         item, path, _ = self.entries[where]
+        if self.trial is not None:  # reported once, naming all the trials it fails in
+            self.trial_failures.setdefault((id(item), message), (item, path, message, []))[3].append(self.trial)
+            self.trial_failed = True
+            return
         self._error_at(item, path, message)
 
     def _error_at(self, item: tuple, path: str, message: str) -> None:
@@ -244,43 +343,6 @@ class _Resolver:
         return None
 
 
-def read_file(real: str, display: str) -> tuple[str | None, str | None]:
-    """(text, None) of a config file, or (None, the problem): only a regular file of at most
-    MAX_FILE_BYTES of UTF-8 is read (a FIFO, a device or a folder never is, so nothing waits)."""
-    try:
-        fd = os.open(real, _OPEN_FLAGS)
-    except FileNotFoundError:
-        return None, f"Config file not found: {display}"
-    except OSError as e:
-        return None, f"Cannot read {display}: {e.strerror or e}"
-    except ValueError as e:  # a path open() refuses, such as one with a NUL in it
-        return None, f"Cannot read {display}: {e}"
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            if stat.S_ISDIR(info.st_mode):
-                return None, f"{display} is a folder, not a config file"
-            return None, f"{display} is not a regular file (a pipe, socket or device); name a config file"
-        size = min(info.st_size, MAX_FILE_BYTES)
-        data = os.read(fd, size + 1)  # all of it in one read, unless it grew since fstat
-        while size < len(data) <= MAX_FILE_BYTES:
-            more = os.read(fd, MAX_FILE_BYTES + 1 - len(data))
-            if not more:
-                break
-            data += more
-    except OSError as e:
-        return None, f"Cannot read {display}: {e.strerror or e}"
-    finally:
-        os.close(fd)
-    if len(data) > MAX_FILE_BYTES:
-        return None, f"{display} is larger than {MAX_FILE_BYTES:,} bytes: too large for a config file"
-    try:
-        return data.decode("utf-8"), None
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        return None, f"{display} is not UTF-8 text (byte 0x{data[e.start]:02x} at line {line})"
-
-
 def _in_reading_order(errors: list[Diagnostic]) -> list[Diagnostic]:
     """Each file's diagnostics by line and column, files in the order they were first named."""
     rank = {}
@@ -289,19 +351,23 @@ def _in_reading_order(errors: list[Diagnostic]) -> list[Diagnostic]:
     return sorted(errors, key=lambda d: (rank[d.path], d.line, d.col))
 
 
-def load(*paths, overrides: Iterable[str] = (), env=None, trust_py: bool = False, trust_env: bool = False) -> Config:
+def load(*paths, overrides: Iterable[str] = (), env=None, trust_py: bool = False, trust_env: bool = False,
+         sweep: bool = False) -> Config:
     """Resolve config files (merged left to right) and overrides into a Config.
 
     trust_py runs .py configs as Python, as nanoGPT does, instead of reading
     them without running them. trust_env lets ENV set variables that choose
     which code runs (PYTHONPATH, LD_PRELOAD, ...: slo.schema.code_env), an
-    error otherwise. Raises ConfigError with every problem found.
+    error otherwise. sweep reads overrides as ``slo sweep`` does (``--key=a,b``
+    sweeps key). A config with SWEEP has its trials in ``config.sweep``.
+    Raises ConfigError with every problem found.
     """
-    return load_with_files(*paths, overrides=overrides, env=env, trust_py=trust_py, trust_env=trust_env)[0]
+    return load_with_files(*paths, overrides=overrides, env=env, trust_py=trust_py, trust_env=trust_env,
+                           sweep=sweep)[0]
 
 
 def load_with_files(*paths, overrides: Iterable[str] = (), env=None, trust_py: bool = False,
-                    trust_env: bool = False) -> tuple[Config, list[str]]:
+                    trust_env: bool = False, sweep: bool = False) -> tuple[Config, list[str]]:
     """load(), and the real paths of every file it read (the bases included)."""
     if not paths:
         raise ConfigError("No config file given")
@@ -313,13 +379,15 @@ def load_with_files(*paths, overrides: Iterable[str] = (), env=None, trust_py: b
         if src is not None:
             layers.append(res.resolve_source(src, ((real, display),)))
     if len(layers) == 1:
-        values, envs = layers[0]
+        values, envs, sweeps = layers[0]
     else:
-        values, envs = {}, {}
-        for v, e in layers:
+        values, envs, sweeps = {}, {}, {}
+        for v, e, w in layers:
+            res._unswept(sweeps, v, None)
             _merge_into(values, v)
             _merge_into(envs, e)
-    return _finish(res, values, envs, overrides), list(res.sources)
+            sweeps.update(w)
+    return _finish(res, values, envs, sweeps, overrides, sweep), list(res.sources)
 
 
 def loads(text: str, *, path: str | None = None, overrides: Iterable[str] = (), env=None,
@@ -335,17 +403,22 @@ def loads(text: str, *, path: str | None = None, overrides: Iterable[str] = (), 
     res.sources[real] = src
     res.errors.extend(src.errors)
     res.warnings.extend(src.warnings)
-    values, envs = res.resolve_source(src, ((real, display),))
-    return _finish(res, values, envs, overrides)
+    values, envs, sweeps = res.resolve_source(src, ((real, display),))
+    return _finish(res, values, envs, sweeps, overrides)
 
 
-def _finish(res: _Resolver, values: dict, envs: dict, overrides: Iterable[str]) -> Config:
+def _finish(res: _Resolver, values: dict, envs: dict, sweeps: dict, overrides: Iterable[str],
+            sweep: bool = False) -> Config:
     overrides = tuple(overrides)
     if overrides:
-        cli = res.sources[CLI_PATH] = cli_source(overrides)
+        cli = res.sources[CLI_PATH] = cli_source(overrides, sweep)
         res.errors.extend(cli.errors)
         for item in cli.sets:
+            if item[KEY] in sweeps and not is_setting(sweeps[item[KEY]][0]):
+                del sweeps[item[KEY]]  # a value given on the command line wins over a SWEEP: not swept
             values[item[KEY]] = (item, CLI_PATH, values.get(item[KEY]))
         for item in cli.env:
             envs[item[KEY]] = (item, CLI_PATH, envs.get(item[KEY]))
-    return res.finish(values, envs)
+        for item in cli.sweep:
+            sweeps[item[KEY]] = (item, CLI_PATH)
+    return res.finish(values, envs, sweeps)

@@ -114,6 +114,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     # TRAIN
     _K("learning_rate", "TRAIN", float, 6e-4, "Peak learning rate.", gt=0),
     _K("max_iters", "TRAIN", int, 600000, "Optimizer steps to run.", ge=0),
+    _K("stop_iter", "TRAIN", int, None, "Stop early at this step, evaluating and saving there, while the schedule still runs to max_iters (init_from=resume continues); None: at max_iters.", optional=True, ge=0),
     _K("weight_decay", "TRAIN", float, 0.1, "AdamW weight decay (matrices only).", ge=0),
     _K("beta1", "TRAIN", float, 0.9, "AdamW beta1.", ge=0, lt=1),
     _K("beta2", "TRAIN", float, 0.95, "AdamW beta2.", ge=0, lt=1),
@@ -157,7 +158,9 @@ SHAPE_KEYS = SECTION_KEYS["MODEL"] + SECTION_KEYS["ADVANCED"] + ("block_size",)
 TRAINING_ONLY_KEYS = ("dropout", "init_std", "activation_checkpointing")
 PRETRAINED = {name: "openai-community/" + name for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
 HF_PREFIX = "hf:"  # init_from=hf:NAME_OR_FOLDER
-DIRECTIVES = ("FROM",) + SECTIONS + ("ENV",)
+SWEEP = "SWEEP"  # its items name keys to sweep (slo.trials), not values to set
+KEYED_DIRECTIVES = SECTIONS + (SWEEP,)  # the directives whose items are keys of the schema
+DIRECTIVES = ("FROM",) + KEYED_DIRECTIVES + ("ENV",)
 
 
 def suggest(word: str, candidates) -> str:
@@ -305,6 +308,11 @@ def _activation_swiglu(v):
         return f"activation={v['activation']} has no effect with use_swiglu=True (SwiGLU gates with SiLU): drop one"
 
 
+def _stop_iter(v):
+    if v["stop_iter"] is not None and v["stop_iter"] > v["max_iters"]:
+        return f"stop_iter={v['stop_iter']} is beyond max_iters={v['max_iters']}"
+
+
 def _warmup(v):
     if v["decay_lr"] and v["warmup_iters"] > v["lr_decay_iters"]:
         return f"warmup_iters={v['warmup_iters']} is greater than lr_decay_iters={v['lr_decay_iters']}"
@@ -342,6 +350,7 @@ RULES: tuple[tuple[tuple[str, ...], Callable[[dict], str | None]], ...] = (
     (("n_kv_head", "n_head"), _kv_div),
     (("activation", "use_swiglu"), _activation_swiglu),
     (("warmup_iters", "lr_decay_iters", "decay_lr"), _warmup),
+    (("stop_iter", "max_iters"), _stop_iter),
     (("min_lr", "learning_rate", "decay_lr"), _min_lr),
     (("cooldown_iters", "schedule", "warmup_iters", "lr_decay_iters"), _cooldown),
     (("backend", "device"), _nccl),

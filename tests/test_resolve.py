@@ -11,7 +11,7 @@ import pytest
 import slo
 from slo import Config, ConfigError, dumps, load, loads
 from slo.errors import Diagnostic
-from slo import resolve as resolve_module
+from slo import source as source_module
 from slo.resolve import MAX_DEPTH
 from slo.schema import DEFAULTS, KEYS, SECTION_KEYS, SECTIONS
 
@@ -720,7 +720,7 @@ def test_only_regular_files_of_bounded_size_are_read(write, tmp_path, monkeypatc
     (tmp_path / "zero.config").symlink_to("/dev/zero")
     top = write("top.config", "FROM pipe.config zero.config big.config\n")
     write("big.config", "MODEL n_layer=2\n" + "#" * 200 + "\n")
-    monkeypatch.setattr(resolve_module, "MAX_FILE_BYTES", 100)
+    monkeypatch.setattr(source_module, "MAX_FILE_BYTES", 100)
     with hang_guard(20):
         errors = errors_of(load, top)
     assert [d.message for d in errors] == [

@@ -9,7 +9,7 @@ the next key starts a new one.
 
 from __future__ import annotations
 
-from ..schema import DIRECTIVES, KEYS, format_value, suggest
+from ..schema import DIRECTIVES, KEYS, SWEEP, format_value, suggest
 from ..source import Source
 from ..statements import END_COL, FROM_END_COL, FROM_LINE, KEY, LINE
 from ..tokenizer import read, scan
@@ -27,12 +27,15 @@ def read_config(text: str, path: str) -> Source:
     for line, col, end_col, message in errors:
         src.error(line, col, end_col, message)
     firsts: dict | None = None  # ("ENV" or None, name) -> its first item, made at the first repeat
+    swept: dict = {}  # key -> its SWEEP item
     for kind, (directive, line, col, _), item in problems:
         if kind == "late-from":
             src.error(line, col, col + 4, "FROM must come before every other directive")
         elif kind == "directive":
             src.error(line, col, col + len(directive), f"Unknown directive {directive}"
                       f"{suggest(directive, DIRECTIVES) or ' (directives: ' + ', '.join(DIRECTIVES) + ')'}")
+        elif kind == "key" and directive == SWEEP:
+            src.add_swept(item, swept)
         elif kind == "key":
             src.add(item, directive, {})
         else:  # set twice: the first assignment is the earliest item of that name

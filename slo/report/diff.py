@@ -4,7 +4,9 @@ A and B are each a config file (.config, .toml, .py, read by ``slo.load``),
 a run's out_dir (its config.json, else its ckpt.pt's config), a config.json,
 or a ckpt.pt. Every key that differs is shown with both values and where each
 came from: the config's provenance, the run's config.origins.json, or else
-``run A`` / ``run B``. Exit status as diff(1): 0 the same, 1 different, 2 trouble.
+``run A`` / ``run B``. When A and B are two trials' run folders of one sweep
+(their parent's sweep.json lists both), only the keys the sweep varies are
+shown unless ``--all``. Exit status as diff(1): 0 the same, 1 different, 2 trouble.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..formats.config_lang import quote
 from ..runner.files import CHECKPOINT_NAME, CONFIG_JSON, ORIGINS_JSON, shown
 from ..schema import KEYS, format_value
 from .rundir import checkpoint_config, read_json, read_origins, read_run
+from .sweeps import shared_sweep_keys
 
 EXIT_SAME, EXIT_DIFFERENT, EXIT_TROUBLE = 0, 1, 2
 MAX_VALUE_WIDTH = 40
@@ -148,12 +151,28 @@ def _where(side: Side, key: str) -> str:
 def run_command(ns) -> int:
     try:
         a, b = load_side(ns.a, "A", ns.trust_py), load_side(ns.b, "B", ns.trust_py)
+        sweep = None if ns.all else shared_sweep_keys(Path(ns.a), Path(ns.b))
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_TROUBLE
     keys = differences(a, b, ns.all)
+    if sweep is not None:
+        return _print_trial_diff(a, b, keys, *sweep)
     if not keys:
         print(f"no differences ({len(ordered_keys(a.values, b.values))} keys compared)")
         return EXIT_SAME
     print(format_diff(a, b, keys))
     return EXIT_DIFFERENT
+
+
+def _print_trial_diff(a: Side, b: Side, keys: list[str], folder: Path, swept: list[str]) -> int:
+    """Two trials of the sweep in folder: the differences in its swept keys, and how many others --all shows."""
+    shown_keys = [k for k in keys if k in swept]
+    others = len(differences(a, b, every=True)) - len(shown_keys)
+    more = f"; {others} other key{'s' * (others != 1)} differ{'s' * (others == 1)} (--all shows them)" if others else ""
+    if not shown_keys:
+        print(f"no differences in the swept keys ({', '.join(swept) or 'none'}) of the sweep in {folder}{more}")
+    else:
+        print(format_diff(a, b, shown_keys))
+        print(f"only the keys the sweep in {folder} varies{more}")
+    return EXIT_DIFFERENT if keys else EXIT_SAME

@@ -3,8 +3,9 @@
 Four panels: loss against iterations and against tokens (train loss at each
 logged step, val loss at each evaluation, log scale), the learning rate, and
 the throughput. Each run has one colour; the legend names its out_dir and
-config. matplotlib is an optional extra; figures are drawn without a display
-(no pyplot, no global backend).
+config. ``slo plot SWEEP_DIR`` draws a sweep's trials that have metrics, best
+val loss first, each named by its swept values. matplotlib is an optional
+extra; figures are drawn without a display (no pyplot, no global backend).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 
 from ..errors import RunError
 from ..runner.files import METRICS_NAME
+from ..runner.manifest import is_sweep_dir
 from .rundir import Run, finite, read_run, shorten
+from .sweeps import ranked, read_sweep
 
 FIGURE_SIZE = (12.0, 8.0)  # inches
 DPI = 100  # so the PNG is 1200 x 800 pixels
@@ -23,6 +26,7 @@ SEVERAL_RUNS_FILE = "runs.png"  # in the current folder
 INSTALL_HINT = "pip install 'slo[plot]'"
 MAX_TITLE = 100  # characters
 MAX_LABEL = 60  # characters of a run's config in the legend
+TAB_COLOURS = 10  # matplotlib's default cycle; more runs than that take colours along a colormap
 
 
 def import_matplotlib():
@@ -42,8 +46,29 @@ def run_names(runs: list[Run]) -> list[str]:
     return [str(r.path) for r in runs]
 
 
-def plot_runs(runs: list[Run]):
-    """The figure of runs' curves (a matplotlib Figure, not yet saved)."""
+def run_labels(runs: list[Run], names: list[str]) -> list[str]:
+    """``a: small.config --max_iters=100 (best val 1.234)``: each run's name, config and best val loss."""
+    return [f"{name}: {shorten(run.config_label(), MAX_LABEL)}" + best_suffix(run.best_val_loss)
+            for run, name in zip(runs, names)]
+
+
+def best_suffix(best: float | None) -> str:
+    return f" (best val {best:.3f})" if best is not None else ""
+
+
+def colours(n: int) -> list:
+    """n distinct colours: the default cycle for up to ten, else evenly along a colormap."""
+    if n <= TAB_COLOURS:
+        return [f"C{i}" for i in range(n)]
+    from matplotlib import colormaps
+
+    cmap = colormaps["turbo"]
+    return [cmap(0.05 + 0.9 * i / (n - 1)) for i in range(n)]
+
+
+def plot_runs(runs: list[Run], labels: list[str] | None = None, title: str | None = None):
+    """The figure of runs' curves (a matplotlib Figure, not yet saved); labels name the runs in the
+    legend (default: out_dir, config and best val loss), title heads it (default: the runs' names)."""
     Figure = import_matplotlib()
     from matplotlib.lines import Line2D
 
@@ -55,18 +80,15 @@ def plot_runs(runs: list[Run]):
     speed_ax.sharex(loss_iter)
     names = run_names(runs)
     legend = []
-    for i, (run, name) in enumerate(zip(runs, names)):
-        colour = f"C{i % 10}"
+    for run, label, colour in zip(runs, labels or run_labels(runs, names), colours(len(runs))):
         draw_run(run, colour, loss_iter, loss_tokens, lr_ax, speed_ax)
-        best = run.best_val_loss
-        label = f"{name}: {shorten(run.config_label(), MAX_LABEL)}"
-        label += f" (best val {best:.3f})" if best is not None else ""
         legend.append(Line2D([], [], color=colour, lw=2.0, label=label))
     legend += [Line2D([], [], color="0.4", lw=1.0, alpha=0.6, label="train loss (logged steps)"),
                Line2D([], [], color="0.4", lw=2.0, marker="o", ms=4, label="val loss (evaluations)")]
     label_axes(runs, loss_iter, loss_tokens, lr_ax, speed_ax)
-    loss_tokens.legend(handles=legend, loc="upper right", fontsize="small", framealpha=0.9)
-    fig.suptitle(_title(runs, names), fontsize="x-large")
+    loss_tokens.legend(handles=legend, loc="upper right", fontsize="small" if len(runs) <= 8 else "x-small",
+                       framealpha=0.9)
+    fig.suptitle(title or _title(runs, names), fontsize="x-large")
     return fig
 
 
@@ -135,14 +157,15 @@ def default_output(runs: list[Run]) -> Path:
     return runs[0].path / SINGLE_RUN_FILE if len(runs) == 1 else Path(SEVERAL_RUNS_FILE)
 
 
-def output_path(output: str | None, runs: list[Run]) -> Path:
+def output_path(output: str | None, runs: list[Run], default: Path | None = None) -> Path:
     """Where the picture goes: -o as given (a folder gets the default name, a name without a
-    suffix gets .png, as matplotlib would add), else the default."""
+    suffix gets .png, as matplotlib would add), else the default (default_output's unless given)."""
+    default = default or default_output(runs)
     if not output:
-        return default_output(runs)
+        return default
     path = Path(output)
     if path.is_dir():
-        return path / (SINGLE_RUN_FILE if len(runs) == 1 else SEVERAL_RUNS_FILE)
+        return path / default.name
     return path if path.suffix else path.with_name(path.name + ".png")
 
 
@@ -155,6 +178,12 @@ def save(fig, path: Path) -> None:
 
 def run_command(ns) -> int:
     import_matplotlib()  # the install hint before any file is read
+    sweeps = [folder for folder in ns.runs if is_sweep_dir(Path(folder))]
+    if sweeps and len(ns.runs) > 1:
+        raise RunError(f"{sweeps[0]} is a sweep folder: plot it alone (slo plot {sweeps[0]}), "
+                       "or give its trials' run folders")
+    if sweeps:
+        return plot_sweep_command(Path(sweeps[0]), ns.output)
     runs = []
     for folder in ns.runs:
         run = read_run(folder)
@@ -168,5 +197,35 @@ def run_command(ns) -> int:
         raise RunError(f"nothing to plot: the runs given have no records in {METRICS_NAME}")
     path = output_path(ns.output, runs)
     save(plot_runs(runs), path)
+    print(f"wrote {path}")
+    return 0
+
+
+def plot_sweep(folder: Path):
+    """The figure of a sweep folder's trials that have metrics, best val loss first, each named by its
+    swept values (and its status unless finished); the others are left out with a note on stderr.
+    RunError when folder is not a sweep folder, its sweep.json is damaged, or no trial has metrics."""
+    sweep = read_sweep(folder)
+    trials = []
+    for trial in ranked(sweep.trials):
+        if trial.has_metrics:
+            trials.append(trial)
+        else:
+            print(f"note: trial {sweep.label(trial)} ({trial.status}) has no metrics; left out of the plot",
+                  file=sys.stderr)
+    if not trials:
+        raise RunError(f"nothing to plot: no trial of the sweep in {folder} has records in {METRICS_NAME}")
+    labels = [sweep.label(t) + ("" if t.status == "finished" else f" [{t.status}]") + best_suffix(t.best_val_loss)
+              for t in trials]
+    name = folder.resolve().name if folder.name in ("", ".", "..") else str(folder)
+    title = shorten(f"sweep {name}: {len(trials)} of {len(sweep.trials)} trials", MAX_TITLE)
+    return plot_runs([t.run for t in trials], labels, title)
+
+
+def plot_sweep_command(folder: Path, output: str | None) -> int:
+    """``slo plot SWEEP_DIR [-o FILE]``: the picture goes to SWEEP_DIR/loss.png unless -o says."""
+    fig = plot_sweep(folder)
+    path = output_path(output, [], default=folder / SINGLE_RUN_FILE)
+    save(fig, path)
     print(f"wrote {path}")
     return 0

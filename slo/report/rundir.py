@@ -231,6 +231,16 @@ def _origin_file(origin: str) -> str:
     return match.group("path") if match else origin
 
 
+def format_rows(rows: list[tuple[str, ...]], right: set[int]) -> str:
+    """Rows of cells as aligned columns two spaces apart; the columns in right (numbers) right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
 def shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 

@@ -1,9 +1,12 @@
-"""``slo runs [DIR]``: a table of the runs under a folder.
+"""``slo runs [DIR]``: a table of the runs under a folder, or of a sweep's trials.
 
 A run is a folder with metrics.jsonl or ckpt.pt: DIR itself, or a folder one
 or two levels under it (hidden folders are skipped; a run's own subfolders
-are not searched). Nothing here imports torch unless a run has no
-metrics.jsonl or config.json and its checkpoint must be opened.
+are not searched). A sweep folder (with sweep.json) found there has its
+trials' run folders listed, and a trial shows its sweep status (pruned,
+failed...). When DIR itself is a sweep folder, the table is the sweep's
+(slo.report.sweeps.format_sweep_table). Nothing here imports torch unless a
+run has no metrics.jsonl or config.json and its checkpoint must be opened.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import time
 from pathlib import Path
 
 from ..errors import RunError
-from .rundir import Run, is_run_dir, read_run, shorten
+from ..runner.manifest import is_sweep_dir
+from .rundir import Run, format_rows, is_run_dir, read_run, shorten
+from .sweeps import format_sweep_table, trial_statuses
 
 SEARCH_DEPTH = 2
 SORT_KEYS = ("updated", "name", "loss")
@@ -22,9 +27,12 @@ MAX_CONFIG_WIDTH = 48
 
 
 def find_run_dirs(folder: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
-    """folder when it is a run, else the runs up to ``depth`` levels below it, by path."""
+    """folder when it is a run, else the runs up to ``depth`` levels below it, by path; a sweep
+    folder's trials (one level below it) are found wherever the sweep folder is."""
     if is_run_dir(folder):
         return [folder]
+    if depth == 0 and is_sweep_dir(folder):
+        depth = 1
     if depth == 0:
         return []
     try:
@@ -57,7 +65,9 @@ def sort_runs(runs: list[Run], by: str, now: float) -> list[Run]:
 
 
 def format_table(runs: list[Run], root: Path, now: float | None = None) -> str:
+    """The table of runs; a trial of a sweep shows its sweep status."""
     now = time.time() if now is None else now
+    statuses = trial_statuses(runs)
     header = ("RUN", "CONFIG", "ITERS", "BEST VAL", "TOK/S", "STATUS", "UPDATED")
     rows = [header]
     for run in runs:
@@ -67,16 +77,10 @@ def format_table(runs: list[Run], root: Path, now: float | None = None) -> str:
             run.progress,
             f"{run.best_val_loss:.4f}" if run.best_val_loss is not None else "-",
             f"{run.tokens_per_s:,.0f}" if run.tokens_per_s is not None else "-",
-            run.status(now),
+            statuses.get(run.path) or run.status(now),
             age(now - run.updated),
         ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    right = {2, 3, 4}  # numbers
-    lines = []
-    for row in rows:
-        cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+    return format_rows(rows, {2, 3, 4})  # numbers right-aligned
 
 
 def display_name(path: Path, root: Path) -> str:
@@ -98,6 +102,9 @@ def age(seconds: float) -> str:
 
 def run_command(ns) -> int:
     root = Path(ns.dir)
+    if is_sweep_dir(root):
+        print(format_sweep_table(root))
+        return 0
     runs = collect_runs(root)
     if not runs:
         print(f"no runs under {root} (a run is a folder with metrics.jsonl or ckpt.pt, "

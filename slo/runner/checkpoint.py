@@ -256,8 +256,11 @@ def save_trainer(trainer) -> None:
 
 
 def save_due(trainer, improved: bool, start_iter: int) -> bool:
-    """Whether an evaluation saves: after this run's first step, when val loss improved or always_save_checkpoint."""
-    return trainer.progress.iter_num > start_iter and (improved or trainer.log_cfg.always_save_checkpoint)
+    """Whether an evaluation saves: after this run's first step, when val loss improved or always_save_checkpoint,
+    and always at a stop_iter before max_iters (where init_from=resume continues)."""
+    iter_num = trainer.progress.iter_num
+    early_stop = iter_num == trainer.end_iter < trainer.train_cfg.max_iters
+    return iter_num > start_iter and (improved or trainer.log_cfg.always_save_checkpoint or early_stop)
 
 
 def kept_checkpoint(trainer) -> str:

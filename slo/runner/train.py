@@ -15,7 +15,8 @@ import os
 import sys
 
 from ..command import EXIT_INTERRUPTED, EXIT_RUN_ERROR, print_warnings, report_config_error, split_overrides
-from ..errors import ConfigError, RunError
+from ..errors import ConfigError, Diagnostic, RunError
+from ..statements import LINE, VALUE_COL
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str = "train") -> None:
@@ -23,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "train") -> No
     parser.add_argument("--trust-env", action="store_true",
                         help="let ENV set variables that choose which code runs, such as PYTHONPATH or LD_PRELOAD "
                              "(only for configs you trust)")
+    if command == "train":
+        parser.add_argument("--trial", metavar="NAME",
+                            help="of a config with SWEEP: train this trial (as slo sweep names it) in its folder "
+                                 "under out_dir; overrides then read as slo sweep reads them")
     parser.epilog = ("Overrides: --key=value or --SECTION.key=value, after the files "
                      "(e.g. --batch_size=8 --max_iters=100). Exit status: 0 done, 1 run error, "
                      "2 config error, 130/143 stopped by SIGINT/SIGTERM after saving a checkpoint.")
@@ -33,8 +38,27 @@ def run(ns: argparse.Namespace, rest: list[str]) -> int:
     from .. import load
 
     files, overrides = split_overrides(ns.files + rest)
-    cfg = load(*files, overrides=overrides, trust_env=ns.trust_env)
-    return train_config(cfg)
+    trial = getattr(ns, "trial", None)
+    cfg = load(*files, overrides=overrides, trust_env=ns.trust_env, sweep=trial is not None)
+    return train_config(pick_trial(cfg, trial, files))
+
+
+def pick_trial(cfg, name: str | None, files: list[str]):
+    """The config to train: cfg, or its trial called name; ConfigError for a sweep without one."""
+    if cfg.sweep is None:
+        if name is not None:
+            raise ConfigError(f"--trial {name}: {' '.join(files)} has no SWEEP, so it has no trials")
+        return cfg
+    if name is None:
+        axis = cfg.sweep.definition.axes[0]
+        raise ConfigError([Diagnostic(axis.path, axis.item[LINE], axis.item[VALUE_COL], (
+            f"this config sweeps {', '.join(cfg.sweep.keys)} ({len(cfg.sweep.trials)} trials): run them with "
+            f"slo sweep {' '.join(files)}, or one with slo train ... --trial NAME"))])
+    trial = cfg.sweep.trial(name)
+    if trial is None:
+        raise ConfigError(f"--trial {name}: no such trial; the trials are: " + ", ".join(
+            t.name for t in cfg.sweep.trials[:20]) + (" ..." if len(cfg.sweep.trials) > 20 else ""))
+    return trial.config
 
 
 def train_config(cfg) -> int:

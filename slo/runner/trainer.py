@@ -76,6 +76,8 @@ class Trainer:
         accumulation = self.data_cfg.gradient_accumulation_steps
         self.micro_steps = accumulation // world_size
         self.tokens_per_iter = accumulation * self.data_cfg.batch_size * self.data_cfg.block_size
+        stop = self.train_cfg.stop_iter
+        self.end_iter = self.train_cfg.max_iters if stop is None else min(stop, self.train_cfg.max_iters)
 
         self.device = rank_device(pick_device(cfg.system.device), local_rank, world_size)
         configure_backends(self.device)
@@ -280,11 +282,11 @@ class Trainer:
     # ------------------------------------------------------------ the loop
 
     def train(self) -> TrainResult:
-        """Run to max_iters (or evaluate once with eval_only); a stop signal saves and returns early."""
+        """Run to max_iters, or stop_iter (or evaluate once with eval_only); a stop signal saves and returns early."""
         if self.train_cfg.eval_only:
             return self._evaluate_once()
         self._open_run()
-        p, log_cfg, max_iters = self.progress, self.log_cfg, self.train_cfg.max_iters
+        p, log_cfg, end = self.progress, self.log_cfg, self.end_iter
         start_iter, loss = p.iter_num, None
         clock = time.perf_counter() - p.elapsed  # p.elapsed = now - clock
         interval_start, interval_iters = time.perf_counter(), 0
@@ -300,7 +302,7 @@ class Trainer:
                         continue  # a stop signal arrived during it: the check above saves
                     self._after_eval(losses, start_iter, clock)
                     interval_start, interval_iters = time.perf_counter(), 0
-                if p.iter_num >= max_iters:
+                if p.iter_num >= end:
                     return TrainResult(p.iter_num, p.best_val_loss, loss)
                 if self._stop_requested():  # arrived after the evaluation: save before another step
                     continue
@@ -309,7 +311,7 @@ class Trainer:
                 p.iter_num += 1
                 interval_iters += 1
                 self.log.advance(loss)
-                if (p.iter_num - 1) % log_cfg.log_interval == 0 or p.iter_num == max_iters:
+                if (p.iter_num - 1) % log_cfg.log_interval == 0 or p.iter_num == end:
                     self._log_step(p.iter_num - 1, loss, lr, time.perf_counter() - interval_start, interval_iters,
                                    time.perf_counter() - clock)
                     interval_start, interval_iters = time.perf_counter(), 0
@@ -327,7 +329,7 @@ class Trainer:
     def _eval_due(self) -> bool:
         """At every eval_interval-th iteration and the last one, once each."""
         p = self.progress
-        due = p.iter_num % self.log_cfg.eval_interval == 0 or p.iter_num == self.train_cfg.max_iters
+        due = p.iter_num % self.log_cfg.eval_interval == 0 or p.iter_num == self.end_iter
         return due and p.last_eval_iter != p.iter_num
 
     def _evaluate_once(self) -> TrainResult:
@@ -345,7 +347,7 @@ class Trainer:
         self.log = RunLog(self.out_dir, self.log_cfg, flat_config=self.cfg.to_dict(), stream=self.stream,
                           resume_iter=self.progress.iter_num if self.resumed else None)
         self.say(self.describe())
-        self.log.open_bar(self.train_cfg.max_iters, self.progress.iter_num)
+        self.log.open_bar(self.end_iter, self.progress.iter_num)
 
     def _stop(self, start_iter: int, loss: float | None) -> TrainResult:
         """A stop signal reached a rank: save what this run did, say so, and return."""

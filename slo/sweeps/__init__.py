@@ -1,0 +1,1 @@
+"""``slo sweep``: a sweep's trials run, recorded and promoted (above slo.runner and slo.report)."""
