@@ -281,6 +281,7 @@ def load_trainer_state(trainer, ckpt: dict) -> None:
     except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as e:
         raise RunError(f"the checkpoint's optimizer state does not fit this model ({first_line(e)}); "
                        "start with init_from=scratch, or finetune with init_from=PATH") from None
+    _own_implementation(trainer.optimizer)
     problem = _optimizer_problem(trainer.optimizer)
     if problem:
         raise RunError(f"the checkpoint's optimizer state is damaged ({problem}); resume from another checkpoint, "
@@ -300,6 +301,19 @@ def load_trainer_state(trainer, ckpt: dict) -> None:
         trainer.scaler.load_state_dict(ckpt["scaler"])
     if "rng" in own:
         set_rng_state(own["rng"])
+
+
+# How a step is computed (kernels, and variants slo never uses), as opposed to the hyperparameters:
+# this run's choice, never the file's (a checkpoint from another machine, or a damaged one, would
+# otherwise ask for a fused kernel with differentiable=True, or to maximize the loss).
+_IMPLEMENTATION = ("foreach", "fused", "differentiable", "capturable", "maximize", "amsgrad")
+
+
+def _own_implementation(optimizer) -> None:
+    for group in optimizer.param_groups:
+        for key in _IMPLEMENTATION:
+            if key in optimizer.defaults:
+                group[key] = optimizer.defaults[key]
 
 
 _OPTIMIZER_STATE = {"AdamW": ("step", "exp_avg", "exp_avg_sq"), "Adam": ("step", "exp_avg", "exp_avg_sq")}
