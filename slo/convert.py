@@ -13,13 +13,16 @@ every key set anywhere, with its resolved value, and every ENV value. A .py
 output is always flat (nanoGPT has no FROM).
 
 Comment lines above a key and the comment at the end of its line come along,
-as do the comments at the top and the bottom of the file.
+as do the comments at the top and the bottom of the file. SWEEP comes along
+into a .config or a .toml (a ``[sweep]`` table); nanoGPT's .py has no sweeps,
+so converting a config that sweeps to .py is refused, naming its SWEEP.
 
 Every output is loaded again before it takes its place and must give the same
-config as its input; it is written to a temporary file beside OUT, then moved
-over OUT in one step. Inputs are never modified. Exit status: 0 on success,
-2 on a config or usage error (the diagnostics printed, no traceback), 1 when
-a file cannot be written.
+config (and the same trials) as its input; it is written to a temporary file
+beside OUT, then moved over OUT in one step. Inputs are never modified. Exit
+status: 0 on success, 2 on a config or usage error (the diagnostics printed,
+no traceback; a SWEEP the output's format cannot hold in one line), 1 when a
+file cannot be written.
 """
 
 from __future__ import annotations
@@ -35,17 +38,21 @@ from .config import Config
 from .errors import ConfigError, RunError
 from .formats import FORMATS
 from .formats.comments import Comments
-from .formats.document import Document, Interpolated, from_config
+from .formats.document import Document, Interpolated, from_config, sweep_entry, sweep_text, swept_keys
 from .formats.legacy_py import VOLATILE
 from .paths import base_paths, locate, written_path
 from .resolve import load, load_with_files
 from .schema import format_value
 from .source import Source
-from .statements import KEY, QUOTE, VALUE, is_interpolated
+from .statements import KEY, KEY_COL, LINE, QUOTE, VALUE, is_interpolated
 
 
 class UsageError(ValueError):
     """The arguments ask for something slo-convert does not do."""
+
+
+class Unwritable(UsageError):
+    """The output's format cannot hold what the input says (a SWEEP in a .py); said in one line."""
 
 
 @dataclass
@@ -157,15 +164,62 @@ def document(c: Conversion, converted: dict[str, str], flatten: bool) -> Documen
     values = {item[KEY]: _own_value(item, cfg[item[KEY]]) for item in src.sets}
     env = {item[KEY]: _own_value(item, cfg.env[item[KEY]]) for item in src.env}
     bases = [_base_path(item, c, converted) for item in src.bases]
-    return Document(values, env, bases, comments)
+    sweep = {item[KEY]: sweep_entry(item) for item in src.sweep}
+    return Document(values, env, bases, comments, sweep)
+
+
+def refuse_unwritable_sweep(c: Conversion, flatten: bool) -> None:
+    """Unwritable when c's output cannot hold the SWEEP it would write: any in a .py (nanoGPT's configs
+    have no sweeps), or a swept value the output's format cannot say (_unsayable)."""
+    sweep, ext = c.config.sweep, _ext(c.real_output)
+    if sweep is None:
+        return
+    d = sweep.definition
+    places = [(a.item, a.path) for a in d.axes] + list(d.places.values())
+    if ext == ".py":
+        raise Unwritable(f"{_place(*places[0])}: SWEEP cannot be written to {c.output}: a .py config (nanoGPT's) "
+                         "has no sweeps; convert to .config or .toml, which keep it")
+    written = None if flatten or c.source is None else {item[KEY] for item in c.source.sweep}
+    for item, path in places[:len(d.axes)]:
+        problem = _unsayable(item, ext) if written is None or item[KEY] in written else None
+        if problem:
+            raise Unwritable(f"{_place(item, path)}: SWEEP {item[KEY]} {problem}")
+
+
+def _unsayable(item: tuple, ext: str) -> str | None:
+    """Why a swept value cannot be written in a format, if it cannot: in TOML, a $ that is not interpolated
+    (every TOML string is, and the trials' names would change); in .config, a choice with a comma."""
+    text = sweep_text(item)
+    if ext == ".toml" and "$" in text and not isinstance(text, Interpolated):
+        return (f"has a $ that is not interpolated ({text}), which a TOML string cannot say; write $$ for a $ "
+                "(unquoted or in double quotes), or convert to .config")
+    if ext == ".config" and isinstance(item[VALUE], list) and any("," in str(v) for v in item[VALUE]):
+        return "has a choice with a comma in it, which a .config comma list cannot say; convert to .toml"
+    return None
+
+
+def _place(item: tuple, path: str) -> str:
+    return f"{path}:{item[LINE]}:{item[KEY_COL]}"
 
 
 # ---- writing ---------------------------------------------------------------
 
 def _differences(a: Config, b: Config) -> list[str]:
-    keys = [k for k in a if a[k] != b[k] or type(a[k]) is not type(b[k])]
+    """What b says otherwise than a: keys, ENV, and SWEEP (its trials; a swept key's shared value is no
+    trial's, and a flat output leaves it out)."""
+    swept = swept_keys(a)
+    keys = [k for k in a if k not in swept and (a[k] != b[k] or type(a[k]) is not type(b[k]))]
     names = sorted(set(a.env) | set(b.env))
-    return keys + ["ENV." + n for n in names if a.env.get(n) != b.env.get(n)]
+    return keys + ["ENV." + n for n in names if a.env.get(n) != b.env.get(n)] + (
+        ["SWEEP"] if _trials(a) != _trials(b) else [])
+
+
+def _trials(config: Config):
+    """What a config's sweep runs: its settings, and each trial's name and typed values (None: no sweep)."""
+    if config.sweep is None:
+        return None
+    trials = [(t.name, [(k, v, type(v)) for k, v in t.values.items()]) for t in config.sweep.trials]
+    return config.sweep.definition.settings, trials
 
 
 def write_checked(c: Conversion, text: str, trust_py: bool) -> None:
@@ -259,6 +313,7 @@ def convert(inputs: list[str], output: str, *, to: str | None = None, flatten: b
             raise UsageError(f"{c.output} is read by {read[real]} (through FROM): slo-convert never modifies the "
                              "files its inputs read; choose another output")
     for c in conversions:
+        refuse_unwritable_sweep(c, flatten)
         read_input(c)
     converted = {c.real_input: c.real_output for c in conversions}
     for c in _bases_first(conversions):
@@ -289,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         return report_config_error(e)
     except UsageError as e:
-        parser.print_usage(sys.stderr)
+        if not isinstance(e, Unwritable):
+            parser.print_usage(sys.stderr)
         print(f"slo-convert: error: {e}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     except RunError as e:

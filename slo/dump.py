@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 
 from .formats import FORMATS
-from .formats.config_lang import config_value, quote
-from .formats.document import from_config
+from .formats.config_lang import config_value, quote, sweep_word
+from .formats.document import from_config, sweep_of, swept_keys
 from .schema import SECTION_KEYS, SECTIONS, SWEEP
 
 FORMAT_NAMES = ("config", "toml", "py", "json")
 
 
 def selected(config, only_set: bool) -> dict[str, list[str]]:
-    """The keys to write, by section, in schema order."""
-    return {s: [k for k in SECTION_KEYS[s] if not only_set or config.is_set(k)] for s in SECTIONS}
+    """The keys to write, by section, in schema order (not the swept ones: SWEEP says those)."""
+    swept = swept_keys(config)
+    return {s: [k for k in SECTION_KEYS[s] if (not only_set or config.is_set(k)) and k not in swept]
+            for s in SECTIONS}
 
 
 def dumps(config, format: str = "config", *, only_set: bool = False, bases=()) -> str:
@@ -50,6 +52,6 @@ def _dump_config(config, only_set: bool, bases) -> str:
     if config.env:
         out.append(_statement("ENV", [f"{k}={quote(v)}" for k, v in config.env.items()]))
     if config.sweep is not None:
-        out.append(_statement(SWEEP, [f"{k}={quote(str(v))}" for k, v in config.sweep.pairs()]))
+        out.append(_statement(SWEEP, [f"{k}={sweep_word(v)}" for k, v in sweep_of(config).items()]))
         out.append("".join(f"# {line.strip()}\n" for line in config.sweep.listing()))
     return "".join(out)

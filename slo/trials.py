@@ -46,8 +46,11 @@ class Axis:
 
     @property
     def text(self) -> str:
-        """As written: ``1e-3,3e-3`` or ``log(1e-4,1e-2)``."""
-        return self.item[VALUE] if type(self.item[VALUE]) is str else format_value(self.item[VALUE])
+        """As written: ``1e-3,3e-3`` or ``log(1e-4,1e-2)`` (a TOML array as its comma list)."""
+        value = self.item[VALUE]
+        if isinstance(value, (list, tuple)):
+            return ",".join(v if type(v) is str else format_value(v) for v in value)
+        return value if type(value) is str else format_value(value)
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,9 @@ def is_setting(item: tuple) -> bool:
     key, value = item[KEY], item[VALUE]
     if key != "seed":
         return key in SETTINGS
-    return not (type(value) is str and ("," in value or _RANGE.match(value)))
+    if type(value) is str:
+        return not ("," in value or _RANGE.match(value))
+    return not isinstance(value, (list, tuple))  # a TOML array of seeds sweeps the training seed
 
 
 def unknown_key(key: str) -> str | None:

@@ -63,7 +63,7 @@ def read_comments(text: str) -> Comments:
             if directive == "FROM":
                 anchors.append(("FROM", item[FROM_LINE], item[FROM_LINE], item[FROM_END_COL]))
             else:
-                name = "ENV." + item[KEY] if directive == "ENV" else item[KEY]
+                name = directive + "." + item[KEY] if directive in ("ENV", SWEEP) else item[KEY]
                 anchors.append((name, item[LINE], item[LINE], item[END_COL]))
     return extract(source_lines(text), anchors)
 
@@ -101,6 +101,12 @@ def _env_text(value: str) -> str:
     return interpolated_text(value) if isinstance(value, Interpolated) else quote(value)
 
 
+def sweep_word(value: str | int) -> str:
+    """A Document's SWEEP value as a .config word: a setting's integer, or its text (quoted when it must
+    be, interpolated when read only if it is Interpolated)."""
+    return str(value) if type(value) is int else _env_text(value)
+
+
 def _statements(directive: str, pairs: list[tuple[str, str]], comments: Comments) -> list[str]:
     """directive's pairs (comment name, 'key=value') as statements, with their comments."""
     indent = " " * (len(directive) + 1)
@@ -132,6 +138,8 @@ def write(doc: Document) -> str:
     groups = [(s, [(k, f"{k}={_text(k, doc.values[k])}") for k in keys]) for s, keys in doc.sections()]
     if doc.env:
         groups.append(("ENV", [("ENV." + name, f"{name}={_env_text(v)}") for name, v in doc.env.items()]))
+    if doc.sweep:  # after ENV, as slo show writes it
+        groups.append((SWEEP, [(f"{SWEEP}.{key}", f"{key}={sweep_word(v)}") for key, v in doc.sweep.items()]))
     for directive, pairs in groups:
         if out and out[-1] and comments.above.get(pairs[0][0]):
             out.append("")  # a comment above a statement reads better after a blank line

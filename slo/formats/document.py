@@ -1,11 +1,13 @@
-"""What a writer writes, whatever the format: values, ENV, bases and comments."""
+"""What a writer writes, whatever the format: values, ENV, SWEEP, bases and comments."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from ..schema import SECTION_KEYS, SECTIONS
+from ..schema import CONVERT, SECTION_KEYS, SECTIONS, format_value
+from ..statements import QUOTE, VALUE, is_interpolated
+from ..trials import is_setting
 from .comments import Comments, block_lines
 
 
@@ -22,6 +24,10 @@ class Document:
     env: dict[str, str] = field(default_factory=dict)
     bases: list[str] = field(default_factory=list)
     comments: Comments = field(default_factory=Comments)
+    # SWEEP, in the order written: key -> its text (a comma list such as 1e-3,3e-3, or a range such
+    # as log(1e-4,1e-2); Interpolated or not, as values are), or an int for a setting of the sweep
+    # (trials, seed, halving, rungs)
+    sweep: dict[str, str | int] = field(default_factory=dict)
 
     def sections(self) -> Iterator[tuple[str, list[str]]]:
         """(directive, its keys to write in schema order), for directives with any."""
@@ -32,9 +38,43 @@ class Document:
 
 
 def from_config(config, only_set: bool = False, bases=()) -> Document:
-    """The document of a resolved config: every key, or only those set somewhere."""
-    values = {k: config[k] for k in config if not only_set or config.is_set(k)}
-    return Document(values, config.env, [str(b) for b in bases])
+    """The document of a resolved config: every key, or only those set somewhere, and its sweep (a swept
+    key left out of the values: every trial sets it, and a file may not both set and sweep a key)."""
+    values = {k: config[k] for k in config if (not only_set or config.is_set(k)) and k not in swept_keys(config)}
+    return Document(values, config.env, [str(b) for b in bases], sweep=sweep_of(config))
+
+
+def swept_keys(config) -> tuple[str, ...]:
+    """The keys a resolved config sweeps."""
+    return config.sweep.keys if config.sweep is not None else ()
+
+
+def sweep_of(config) -> dict[str, str | int]:
+    """A resolved config's SWEEP as a Document holds it (empty when it sweeps nothing)."""
+    if config.sweep is None:
+        return {}
+    items = {a.key: a.item for a in config.sweep.definition.axes}
+    return {key: sweep_text(items[key]) if key in items else value for key, value in config.sweep.pairs()}
+
+
+def sweep_entry(item: tuple) -> str | int:
+    """A SWEEP item as read (from any format) as a Document holds it: a setting as its int, a swept key as
+    sweep_text."""
+    if is_setting(item):
+        return CONVERT["max_iters"](item[VALUE])  # an int however written (20, 2e1), as slo.trials reads it
+    return sweep_text(item)
+
+
+def sweep_text(item: tuple) -> str:
+    """A swept key's value as text that reads back as the same choices or range: Interpolated when it is
+    read with interpolation (as a bare .config value is, and every TOML string), else a plain str read as
+    written (single-quoted); a TOML array's values are joined with commas."""
+    raw = item[VALUE]
+    if type(raw) is not str:  # from TOML: an array of choices, or one
+        choices = raw if isinstance(raw, (list, tuple)) else [raw]
+        text = ",".join(v if type(v) is str else format_value(v) for v in choices)
+        return Interpolated(text) if "$" in text else text
+    return Interpolated(raw) if is_interpolated(raw, item[QUOTE]) else raw
 
 
 def opening(doc: Document, bases_line: Callable[[list[str]], str]) -> list[str]:

@@ -18,7 +18,9 @@ instead (``slo.formats.trusted_py``).
 
 Writing emits ``name = value`` lines grouped under a ``# SECTION`` comment,
 each value a literal of exactly the key's type (``1.0``, not ``1``, for a
-float), so nanoGPT's ``configurator.py`` loads the file unchanged.
+float), so nanoGPT's ``configurator.py`` loads the file unchanged. nanoGPT
+has no sweeps: a document's SWEEP is written only as a comment saying so
+(slo-convert refuses to write a config that sweeps to .py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ..schema import DEFAULTS, ENV_NAME, KEYS, SECTIONS, format_value, suggest
 from ..source import Source
 from ..statements import END_COL, KEY, KEY_COL, LINE, SINGLE, VALUE_COL, normalize
 from .comments import Comments, block_lines, extract, source_lines
+from .config_lang import sweep_word
 from .document import Document
 
 TRUST_HINT = "use --trust-py to run the file as Python, as nanoGPT does"
@@ -420,6 +423,11 @@ def write(doc: Document) -> str:
         for name, value in doc.env.items():
             out += comments.lines_above("ENV." + name)
             out.append(f"os.environ[{name!r}] = {str(value)!r}{comments.after('ENV.' + name)}")
+    if doc.sweep:  # slo show of a config that sweeps: said, as nothing here can hold it
+        if out:
+            out.append("")
+        out += ["# SWEEP " + " ".join(f"{k}={sweep_word(v)}" for k, v in doc.sweep.items()),
+                "# (not in this file: nanoGPT has no sweeps; slo sweep runs it from a .config or .toml)"]
     if comments.footer:
         out += [""] + block_lines(comments.footer)
     return "\n".join(out) + "\n" if out else ""

@@ -5,6 +5,10 @@
     n_layer = 8
     [env]
     OMP_NUM_THREADS = "4"
+    [sweep]                    # SWEEP
+    learning_rate = [1e-3, 3e-3]        # the choices
+    dropout = "uniform(0,0.2)"          # a range, as a string
+    trials = 20                         # the sweep's settings: integers
 
 Values keep TOML's types; the schema types and checks them as it does a
 .config's. Strings are interpolated like a bare .config value (``${key}``,
@@ -27,13 +31,15 @@ import tomllib
 
 import tomli_w
 
-from ..schema import ENV_NAME, KEYS, SECTION_KEYS, SECTIONS, suggest
+from ..schema import CONVERT, ENV_NAME, KEYS, SECTION_KEYS, SECTIONS, SWEEP, format_value, suggest
 from ..source import Source
-from ..statements import BARE, END_COL, KEY, KEY_COL, LINE, VALUE_COL, normalize
+from ..statements import BARE, DOUBLE, END_COL, KEY, KEY_COL, LINE, QUOTE, VALUE, VALUE_COL, normalize
+from ..trials import SETTINGS, unknown_key
 from .comments import Comments, block_lines, extract, source_lines
 from .document import Document, Interpolated, opening
 
-TABLES = tuple(s.lower() for s in SECTIONS) + ("env",)
+TABLES = tuple(s.lower() for s in SECTIONS) + ("env", "sweep")
+_RANGE = re.compile(r"(log|uniform|int)\(")  # how slo.trials tells a range from a comma list
 _ERROR_AT = re.compile(r" \(at (?:line (\d+), column (\d+)|end of document)\)$")
 _BARE_KEY = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _HEADER = re.compile(r"\s*\[")
@@ -249,9 +255,23 @@ class _Reader:
             else:
                 self.src.add(item, section, self.seen)
 
+    def sweep(self, name: str, values: dict) -> None:
+        """The [sweep] table: each key's choices (an array, or one value), its range (a string such as
+        "log(1e-4,1e-2)") or a comma list as one string, and the sweep's settings (integers)."""
+        swept: dict = {}
+        for key, value in values.items():
+            item = self.item((name, key), value)
+            problem = None if unknown_key(key) else _sweep_problem(key, value)
+            if problem:
+                self.error(item, problem, on_key=False)
+            else:
+                self.src.add_swept(_seeds(item), swept)
+
     def top(self, name: str, value) -> None:
         if name == "extends":
             self.extends(value)
+        elif isinstance(value, dict) and name.upper() == SWEEP:
+            self.sweep(name, value)
         elif isinstance(value, dict) and (name.upper() in SECTION_KEYS or name.upper() == "ENV"):
             self.table(name, value)
         else:
@@ -264,6 +284,35 @@ class _Reader:
                 self.error(item, f"{name} belongs in the [{KEYS[name].section.lower()}] table")
             else:
                 self.error(item, f"Unknown key {name}{suggest(name, tuple(KEYS) + ('extends',))}")
+
+
+def _sweep_problem(key: str, value) -> str | None:
+    """What is wrong with a [sweep] value that slo.trials would not say in TOML's terms, if anything."""
+    kind = _kind(value)
+    if key in SETTINGS and not (key == "seed" and kind == "array"):
+        return f"{key} takes one integer, not a TOML {kind}" if kind else None
+    if kind == "array":
+        if not value:
+            return f"{key} = [] is an empty array: give the choices to sweep, such as {key} = [a, b]"
+        inner = next((k for k in map(_kind, value) if k), None)
+        if inner:
+            return f"{key}: each choice is one value (a number, string or boolean), not a TOML {inner}"
+        if key == "seed" and len(value) == 1:
+            return (f"seed = [{tomli_w.dumps({'v': value[0]})[4:-1]}] sweeps one training seed: set seed in "
+                    "[train], or give the draws' seed as an integer (seed = 0)")
+    elif kind:
+        return (f"{key} takes the choices to sweep ({key} = [a, b]), a range as a string "
+                f'({key} = "log(a,b)") or one value, not a TOML {kind}')
+    return None
+
+
+def _seeds(item: tuple) -> tuple:
+    """A [sweep] seed array as the comma list slo.trials sweeps (it reads a seed that is not text as the
+    draws' seed), placed at the whole array."""
+    if item[KEY] != "seed" or not isinstance(item[VALUE], list):
+        return item
+    text = ",".join(format_value(v) if type(v) is not str else v for v in item[VALUE])
+    return item[:VALUE] + (text,) + item[LINE:QUOTE] + (DOUBLE,)
 
 
 def _syntax_error(src: Source, body: str, error: tomllib.TOMLDecodeError) -> None:
@@ -313,11 +362,11 @@ def read_comments(text: str) -> Comments:
             line, _, _, end_line, end_col, _ = where[("extends",)]
             anchors.append(("FROM", line, end_line, end_col))
         elif isinstance(value, dict):
-            env = name.lower() == "env"
+            prefix = name.upper() + "." if name.upper() in ("ENV", SWEEP) else ""
             for key in value:
                 if (name, key) in where:
                     line, _, _, end_line, end_col, _ = where[(name, key)]
-                    anchors.append(("ENV." + key if env else key, line, end_line, end_col))
+                    anchors.append((prefix + key, line, end_line, end_col))
     anchors.sort(key=lambda a: (a[1], a[3]))
     return extract(source_lines(text), anchors, see_through=_HEADER.match)
 
@@ -335,23 +384,42 @@ def value_text(value) -> str:
     return tomli_w.dumps({"v": value})[4:-1]
 
 
+def sweep_value_text(key: str, value: str | int) -> str:
+    """A Document's SWEEP value as TOML: a setting's integer; a comma list as an array of its choices
+    typed by the schema (as a string when one does not type, when two are equal (random search tells
+    choices apart by value), or when it is a range)."""
+    if type(value) is int:
+        return str(value)
+    if not _RANGE.match(value):
+        try:
+            choices = [CONVERT[key](piece) for piece in value.split(",")]
+        except ValueError:
+            choices = None
+        if choices is not None and len(set(choices)) == len(choices):
+            text = Interpolated if isinstance(value, Interpolated) else str  # a string choice as the list is
+            return "[" + ", ".join(value_text(text(c) if type(c) is str else c) for c in choices) + "]"
+    return value_text(value)
+
+
 def write(doc: Document) -> str:
     comments = doc.comments
     out = opening(doc, lambda paths: "extends = [" + ", ".join(tomli_w.dumps({"v": p})[4:-1] for p in paths) + "]")
     # TOML has no null: a None that nothing below overrides is left out (it is the default, and every
     # key that takes None has it as its default); over bases, it is the string "None".
-    tables = [(s.lower(), [(k, k, doc.values[k]) for k in keys if doc.bases or doc.values[k] is not None])
-              for s, keys in doc.sections()]
+    tables = [(s.lower(), [(k, k, value_text(doc.values[k])) for k in keys
+                           if doc.bases or doc.values[k] is not None]) for s, keys in doc.sections()]
     tables = [(table, rows) for table, rows in tables if rows]
     if doc.env:
-        tables.append(("env", [("ENV." + name, name, v) for name, v in doc.env.items()]))
+        tables.append(("env", [("ENV." + name, name, value_text(v)) for name, v in doc.env.items()]))
+    if doc.sweep:
+        tables.append(("sweep", [(f"{SWEEP}.{key}", key, sweep_value_text(key, v)) for key, v in doc.sweep.items()]))
     for table, rows in tables:
         if out:
             out.append("")
         out.append(f"[{table}]")
-        for name, key, value in rows:
+        for name, key, text in rows:
             out += comments.lines_above(name)
-            out.append(f"{key} = {value_text(value)}{comments.after(name)}")
+            out.append(f"{key} = {text}{comments.after(name)}")
     if comments.footer:
         out += [""] + block_lines(comments.footer)
     return "\n".join(out) + "\n" if out else ""
