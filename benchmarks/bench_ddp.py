@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 from slo.runner.bench import machine_info
+from resultfile import write_json  # benchmarks/resultfile.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def free_port() -> int:
@@ -105,10 +105,7 @@ def main(argv=None) -> int:
                             "threads": "1 process: torch's threads, capped at the usable cores; N processes: "
                                        "usable cores // N threads each (unless OMP_NUM_THREADS is set)"},
                "results": rows}
-    path = Path(ns.json) if ns.json else RESULTS / f"ddp-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {path}")
+    write_json(results, "ddp", ns.json)
     return 0
 
 

@@ -41,9 +41,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from resultfile import write_json  # benchmarks/resultfile.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT2_MERGES = 50000
 SYLLABLES = ("ka ri to mo na shi ve lu pe ra en in an on er al or the st re de co ma li ti ne ro la se "
@@ -320,11 +320,8 @@ def main(argv=None) -> int:
               f"{platform.python_version()}; {note}", file=sys.stderr)
         results = [run_size(mb, ns.seed + i, work, ranks, workers, ns.repeat) for i, mb in enumerate(sizes)]
     print_table(results, workers, note)
-    path = Path(ns.json or RESULTS / f"bench_prepare-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"encoding": note, "workers": workers, "usable_cpus": usable_cpus(),
-                                "python": platform.python_version(), "sizes": results}, indent=1) + "\n")
-    print(f"\nwrote {path}")
+    write_json({"encoding": note, "workers": workers, "usable_cpus": usable_cpus(),
+                "python": platform.python_version(), "sizes": results}, "bench_prepare", ns.json)
     return 0
 
 
