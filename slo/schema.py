@@ -95,7 +95,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     _K("use_rope", "MODEL", bool, False, "Rotary position embeddings instead of learned positions; needs an even head size."),
     _K("use_rmsnorm", "MODEL", bool, False, "RMSNorm instead of LayerNorm."),
     _K("use_swiglu", "MODEL", bool, False, "SwiGLU MLP instead of GELU."),
-    _K("activation", "MODEL", str, "gelu", "The MLP's activation when not SwiGLU: gelu (exact, nanoGPT's) or gelu_tanh (its tanh approximation, GPT-2's gelu_new).", choices=("gelu", "gelu_tanh")),
+    _K("activation", "MODEL", str, "gelu", "The MLP's activation when not SwiGLU: gelu (exact, nanoGPT's), gelu_tanh (its tanh approximation, GPT-2's gelu_new) or relu2 (ReLU squared, modded-nanogpt's).", choices=("gelu", "gelu_tanh", "relu2")),
     # ADVANCED: architecture details most runs leave alone.
     _K("n_kv_head", "ADVANCED", int, None, "Key/value heads for grouped-query attention; divides n_head; None: n_head.", optional=True, ge=1),
     _K("rope_theta", "ADVANCED", float, 10000.0, "RoPE base frequency.", gt=0),
@@ -105,6 +105,8 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     _K("mlp_ratio", "ADVANCED", float, 4.0, "MLP hidden size / n_embd; SwiGLU uses 2/3 of it, rounded up to a multiple of 64.", gt=0),
     _K("qk_norm", "ADVANCED", bool, False, "Normalise queries and keys per head."),
     _K("activation_checkpointing", "ADVANCED", bool, False, "Recompute block activations in the backward pass to save memory."),
+    _K("zero_init_proj", "ADVANCED", bool, False, "Start the attention output projection and the MLP down projection at zero (modded-nanogpt's init)."),
+    _K("logit_softcap", "ADVANCED", float, 0.0, "Cap the logits smoothly: cap * tanh(logits / cap), in training, evaluation and sampling (Gemma 2, modded-nanogpt); 0: off.", ge=0),
     # DATA
     _K("dataset", "DATA", str, "openwebtext", "Dataset folder name under data_dir ('builtin': the corpus made from Python's own sources)."),
     _K("data_dir", "DATA", str, "data", "Folder that holds the datasets (nanoGPT: data)."),
@@ -119,6 +121,12 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     _K("beta1", "TRAIN", float, 0.9, "AdamW beta1.", ge=0, lt=1),
     _K("beta2", "TRAIN", float, 0.95, "AdamW beta2.", ge=0, lt=1),
     _K("grad_clip", "TRAIN", float, 1.0, "Clip the gradient norm at this value; 0 disables.", ge=0),
+    _K("optimizer", "TRAIN", str, "adamw", "adamw, or muon: torch.optim.Muon for the blocks' 2-D weight matrices (attention, MLP) and AdamW for the embeddings, head, norms and biases.", choices=("adamw", "muon")),
+    _K("muon_lr", "TRAIN", float, 0.05, "Muon's peak learning rate (optimizer=muon); the schedule scales it by the same factor as learning_rate.", gt=0),
+    _K("muon_momentum", "TRAIN", float, 0.95, "Muon's Nesterov momentum (optimizer=muon).", ge=0, lt=1),
+    _K("muon_weight_decay", "TRAIN", float, 0.0, "Muon's decoupled weight decay (optimizer=muon): each step multiplies its matrices by 1 - lr * this.", ge=0),
+    _K("embedding_lr_scale", "TRAIN", float, 1.0, "The token and position embeddings (and a tied head) learn at learning_rate times this.", gt=0),
+    _K("head_lr_scale", "TRAIN", float, 1.0, "The untied output head learns at learning_rate times this; must be 1 with tie_weights=True.", gt=0),
     _K("init_from", "TRAIN", str, "scratch", "scratch, resume (from out_dir), a checkpoint path or out_dir, gpt2 (-medium, -large, -xl), or hf:NAME_OR_FOLDER.", pattern=r"(?!hf:\Z).+", allowed="scratch, resume, a checkpoint path, gpt2[-medium|-large|-xl] or hf:NAME"),
     _K("eval_only", "TRAIN", bool, False, "Evaluate once and exit."),
     _K("seed", "TRAIN", int, 1337, "Random seed (each data-parallel rank adds its rank).", ge=0, le=MAX_SEED),
@@ -155,7 +163,7 @@ DEFAULTS: dict[str, Any] = {k.name: k.default for k in KEYS.values()}
 SECTION_KEYS: dict[str, tuple[str, ...]] = {s: tuple(k.name for k in KEYS.values() if k.section == s) for s in SECTIONS}
 # The keys that shape the network, and of those the ones that only change how it trains (not its weights).
 SHAPE_KEYS = SECTION_KEYS["MODEL"] + SECTION_KEYS["ADVANCED"] + ("block_size",)
-TRAINING_ONLY_KEYS = ("dropout", "init_std", "activation_checkpointing")
+TRAINING_ONLY_KEYS = ("dropout", "init_std", "activation_checkpointing", "zero_init_proj")
 PRETRAINED = {name: "openai-community/" + name for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
 HF_PREFIX = "hf:"  # init_from=hf:NAME_OR_FOLDER
 SWEEP = "SWEEP"  # its items name keys to sweep (slo.trials), not values to set
@@ -308,6 +316,12 @@ def _activation_swiglu(v):
         return f"activation={v['activation']} has no effect with use_swiglu=True (SwiGLU gates with SiLU): drop one"
 
 
+def _head_scale_tied(v):
+    if v["tie_weights"] and v["head_lr_scale"] != 1:
+        return (f"head_lr_scale={format_value(v['head_lr_scale'])} needs an untied head, but tie_weights=True "
+                "(the head is the token embedding, which embedding_lr_scale scales): set tie_weights=False or drop it")
+
+
 def _stop_iter(v):
     if v["stop_iter"] is not None and v["stop_iter"] > v["max_iters"]:
         return f"stop_iter={v['stop_iter']} is beyond max_iters={v['max_iters']}"
@@ -349,6 +363,7 @@ RULES: tuple[tuple[tuple[str, ...], Callable[[dict], str | None]], ...] = (
     (("use_rope", "n_embd", "n_head"), _rope_even),
     (("n_kv_head", "n_head"), _kv_div),
     (("activation", "use_swiglu"), _activation_swiglu),
+    (("head_lr_scale", "tie_weights"), _head_scale_tied),
     (("warmup_iters", "lr_decay_iters", "decay_lr"), _warmup),
     (("stop_iter", "max_iters"), _stop_iter),
     (("min_lr", "learning_rate", "decay_lr"), _min_lr),

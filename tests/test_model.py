@@ -29,6 +29,10 @@ VARIANTS = {
     "untied": dict(tie_weights=False),
     "dropout": dict(dropout=0.1),
     "checkpointing": dict(activation_checkpointing=True),
+    "relu2": dict(activation="relu2"),
+    "zero_init_proj": dict(zero_init_proj=True),
+    "softcap": dict(logit_softcap=5.0),
+    "speedrun": dict(activation="relu2", logit_softcap=5.0, tie_weights=False, use_rope=True),
     "everything": dict(bias=True, use_rope=True, use_rmsnorm=True, use_swiglu=True, n_kv_head=2,
                        qk_norm=True, tie_weights=False, mlp_ratio=3.0, rope_theta=500.0),
 }
@@ -327,7 +331,7 @@ def test_model_args_take_a_field_exactly_when_the_schema_does(name, value):
 # ---------------------------------------------------------------- generation
 
 
-@pytest.mark.parametrize("variant", ["default", "rope", "gqa", "everything"])
+@pytest.mark.parametrize("variant", ["default", "rope", "gqa", "everything", "speedrun"])
 @pytest.mark.parametrize("temperature, top_k", [(0.0, None), (1.0, 5), (0.8, None)])
 def test_sampling_with_the_cache_equals_sampling_without_it(variant, temperature, top_k):
     model = tiny(**VARIANTS[variant]).double().eval()  # float64: both paths agree far below any tie

@@ -363,9 +363,14 @@ def valid_configs_by_rule(draw):
     nproc = draw(st.sampled_from([None, 1, 2, 4]))
     values.update(nproc_per_node=nproc, gradient_accumulation_steps=(nproc or 1) * draw(st.integers(1, 50)))
     values.update(device=draw(st.sampled_from(["cuda", "cuda:3", "auto"])), backend=draw(st.sampled_from(["nccl", "gloo"])))
+    tied = draw(st.booleans())
+    values.update(tie_weights=tied, head_lr_scale=1.0 if tied else draw(_number("head_lr_scale")))
+    swiglu = draw(st.booleans())
+    values.update(use_swiglu=swiglu, activation="gelu" if swiglu else draw(st.sampled_from(KEYS["activation"].choices)))
     groups = [("n_head", "n_embd", "use_rope", "n_kv_head"),
               ("lr_decay_iters", "warmup_iters", "schedule", "cooldown_iters"), ("learning_rate", "min_lr"),
-              ("nproc_per_node", "gradient_accumulation_steps"), ("device", "backend")]
+              ("nproc_per_node", "gradient_accumulation_steps"), ("device", "backend"), ("tie_weights", "head_lr_scale"),
+              ("use_swiglu", "activation")]
     chosen = draw(st.lists(st.sampled_from(groups), min_size=1, unique=True))
     return {k: values[k] for group in chosen for k in group}, {}
 

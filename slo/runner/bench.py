@@ -310,6 +310,7 @@ def bench_config(path: Path, cfg, ns) -> dict:
 def _figures(path: Path, trainer, baseline, phases: dict, losses: dict, memory: dict) -> dict:
     """The row of one config: each side's throughput, phases, MFU, memory and losses, and their ratio."""
     from .device import measure_matmul_flops
+    from .optim import optimizer_name
 
     tokens_per_step = trainer.tokens_per_iter
     flops_per_token = trainer.raw_model.flops_per_token()
@@ -325,7 +326,7 @@ def _figures(path: Path, trainer, baseline, phases: dict, losses: dict, memory: 
         step_s = median([sum(s.values()) for s in steps])
         row["sides"][name] = {
             "dtype": str(dtypes[name]).removeprefix("torch."),
-            "optimizer": f"AdamW {trainer.optimizer_kind}" if name == "slo" else
+            "optimizer": optimizer_name(trainer.train_cfg, trainer.optimizer_kind) if name == "slo" else
                          ("AdamW fused" if trainer.device.type == "cuda" else "AdamW for-loop"),
             "tokens_per_s": tokens_per_step / step_s,
             "ms_per_step": 1000 * step_s,

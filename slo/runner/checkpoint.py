@@ -35,6 +35,7 @@ from ..errors import RunError, first_line
 from ..schema import SCHEMA_VERSION, TRAINING_ONLY_KEYS
 from .files import CHECKPOINT_NAME, is_number, shown
 from .model import BYTES_TO_LOAD, GPT, ModelArgs, build_model
+from .muon import parts_of, saved_kind
 
 # prefixes torch.compile and DistributedDataParallel put before parameter names
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
@@ -276,12 +277,18 @@ def load_trainer_state(trainer, ckpt: dict) -> None:
     optimizer = ckpt.get("optimizer")
     if not isinstance(optimizer, dict):
         raise _bad_field("optimizer", optimizer, "an optimizer state dict")
+    wanted, saved = trainer.train_cfg.optimizer, saved_kind(optimizer)
+    if wanted != saved:
+        raise RunError(f"the checkpoint's optimizer state is that of optimizer={saved} and this run has "
+                       f"optimizer={wanted}: resume with optimizer={saved}, or start from its weights with a fresh "
+                       "optimizer (init_from=PATH)")
+    scales = [group.get("lr_scale") for group in trainer.optimizer.param_groups]
     try:
         trainer.optimizer.load_state_dict(optimizer)
     except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as e:
         raise RunError(f"the checkpoint's optimizer state does not fit this model ({first_line(e)}); "
                        "start with init_from=scratch, or finetune with init_from=PATH") from None
-    _own_implementation(trainer.optimizer)
+    _own_implementation(trainer.optimizer, scales)
     problem = _optimizer_problem(trainer.optimizer)
     if problem:
         raise RunError(f"the checkpoint's optimizer state is damaged ({problem}); resume from another checkpoint, "
@@ -305,23 +312,45 @@ def load_trainer_state(trainer, ckpt: dict) -> None:
 
 # How a step is computed (kernels, and variants slo never uses), as opposed to the hyperparameters:
 # this run's choice, never the file's (a checkpoint from another machine, or a damaged one, would
-# otherwise ask for a fused kernel with differentiable=True, or to maximize the loss).
+# otherwise ask for a fused kernel with differentiable=True, or to maximize the loss). Muon's
+# Newton-Schulz iteration and its Nesterov momentum are slo's choice too, not keys of a config.
 _IMPLEMENTATION = ("foreach", "fused", "differentiable", "capturable", "maximize", "amsgrad")
+_OWN_CHOICES = {"Muon": ("nesterov", "ns_coefficients", "ns_steps", "eps", "adjust_lr_fn")}
 
 
-def _own_implementation(optimizer) -> None:
-    for group in optimizer.param_groups:
-        for key in _IMPLEMENTATION:
-            if key in optimizer.defaults:
-                group[key] = optimizer.defaults[key]
+def _own_implementation(optimizer, scales: list | None = None) -> None:
+    """Put this run's implementation choices back into every group of a loaded optimizer, and its
+    lr_scale (scales: each group's before the load; the learning rates are the config's, as
+    learning_rate is)."""
+    for part in parts_of(optimizer).values():
+        own = _IMPLEMENTATION + _OWN_CHOICES.get(type(part).__name__, ())
+        for group in part.param_groups:
+            for key in own:
+                if key in part.defaults:
+                    group[key] = part.defaults[key]
+    for group, scale in zip(optimizer.param_groups, scales or ()):
+        if scale is not None:
+            group["lr_scale"] = scale
 
 
-_OPTIMIZER_STATE = {"AdamW": ("step", "exp_avg", "exp_avg_sq"), "Adam": ("step", "exp_avg", "exp_avg_sq")}
+# The state a parameter holds once the optimizer has stepped it.
+_OPTIMIZER_STATE = {"AdamW": ("step", "exp_avg", "exp_avg_sq"), "Adam": ("step", "exp_avg", "exp_avg_sq"),
+                    "Muon": ("momentum_buffer",)}
 
 
 def _optimizer_problem(optimizer) -> str | None:
     """What a loaded optimizer state lacks for its next step (torch's load_state_dict checks only
-    the groups' sizes): each option of the type its default has, each parameter's moments of its shape."""
+    the groups' sizes): each option of the type its default has, each parameter's state of its shape.
+    For Muon beside AdamW, each part's, named."""
+    for name, part in parts_of(optimizer).items():
+        problem = _part_problem(part)
+        if problem:
+            return f"{type(part).__name__}: {problem}" if name else problem
+    return None
+
+
+def _part_problem(optimizer: torch.optim.Optimizer) -> str | None:
+    """_optimizer_problem of one torch optimizer."""
     for i, group in enumerate(optimizer.param_groups):
         for key, default in optimizer.defaults.items():
             value = group.get(key)
@@ -339,8 +368,13 @@ def _optimizer_problem(optimizer) -> str | None:
                 if key == "step":
                     if not (is_number(value) or (isinstance(value, torch.Tensor) and value.numel() == 1)):
                         return f"a parameter's step is {shown(value)}"
-                elif not (isinstance(value, torch.Tensor) and value.shape == p.shape):
-                    return f"a parameter's {key} is {shown(value) if not isinstance(value, torch.Tensor) else value.shape}"
+                elif value is None:
+                    return f"a parameter's {key} is missing"
+                elif not isinstance(value, torch.Tensor):
+                    return f"a parameter's {key} is a {type(value).__name__}, not a tensor"
+                elif value.shape != p.shape or not value.is_floating_point():
+                    return (f"a parameter's {key} is a {str(value.dtype).removeprefix('torch.')} tensor of shape "
+                            f"{tuple(value.shape)}, for a parameter of shape {tuple(p.shape)}")
     return None
 
 

@@ -279,11 +279,12 @@ def export_blockers(args: ModelArgs) -> dict[str, list[str]]:
     if args.n_kv_head != args.n_head:
         gpt2.append(f"n_kv_head={args.n_kv_head} (GPT-2 has no grouped-query attention)")
     if getattr(args, "activation", "gelu") not in ("gelu", "gelu_tanh"):
-        gpt2.append(f"activation={args.activation}")
+        gpt2.append(f"activation={args.activation} (GPT-2's MLP is GELU)")
     llama = [f"{k}=False" for k in ("use_rope", "use_rmsnorm", "use_swiglu") if not getattr(args, k)]
     if args.qk_norm:
         llama.append("qk_norm=True")
-    return {"gpt2": gpt2, "llama": llama}
+    capped = [f"logit_softcap={args.logit_softcap:g} (no soft-capping of logits)"] if args.logit_softcap else []
+    return {"gpt2": gpt2 + capped, "llama": llama + capped}
 
 
 def hf_from_slo(args: ModelArgs, state: dict) -> tuple[dict, dict]:
@@ -296,7 +297,7 @@ def hf_from_slo(args: ModelArgs, state: dict) -> tuple[dict, dict]:
         raise RunError("this model cannot be exported to Hugging Face: as GPT-2 it has "
                        f"{', '.join(blockers['gpt2'])}; as Llama it has {', '.join(blockers['llama'])}. "
                        "GPT-2 is LayerNorm, GELU and learned positions; Llama is RMSNorm, SwiGLU and RoPE, "
-                       "and neither has qk_norm")
+                       "and neither has qk_norm, relu2 or logit_softcap")
     _check_shapes(state, args)
     hf_state = {}
     for slo_name, hf_names, transposed in _table(kind, args):

@@ -235,15 +235,29 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
 
+class ReLU2(nn.Module):
+    """ReLU squared: relu(x) ** 2 (modded-nanogpt's MLP activation)."""
+
+    def forward(self, x):
+        return F.relu(x).square()
+
+
+def make_activation(args: ModelArgs) -> nn.Module:
+    """The MLP's activation module when it is not SwiGLU, by the activation key."""
+    if args.activation == "relu2":
+        return ReLU2()
+    return nn.GELU(approximate="tanh" if args.activation == "gelu_tanh" else "none")
+
+
 class MLP(nn.Module):
-    """GELU MLP, or SwiGLU with the gate and up projections fused in c_fc."""
+    """GELU (or ReLU squared) MLP, or SwiGLU with the gate and up projections fused in c_fc."""
 
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.swiglu = args.use_swiglu
         hidden = args.mlp_hidden
         self.c_fc = nn.Linear(args.n_embd, 2 * hidden if self.swiglu else hidden, bias=args.bias)
-        self.gelu = None if self.swiglu else nn.GELU(approximate="tanh" if args.activation == "gelu_tanh" else "none")
+        self.gelu = None if self.swiglu else make_activation(args)  # nanoGPT's name, whatever the activation
         self.c_proj = nn.Linear(hidden, args.n_embd, bias=args.bias)
         self.dropout = nn.Dropout(args.dropout)
 
@@ -294,12 +308,15 @@ class GPT(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """GPT-2 init: normal(0, init_std), residual projections scaled by 1/sqrt(2 * n_layer)."""
+        """GPT-2 init: normal(0, init_std), residual projections scaled by 1/sqrt(2 * n_layer)
+        (zero with zero_init_proj)."""
         std = self.args.init_std
         for name, module in self.named_modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 scale = 1 / math.sqrt(2 * self.args.n_layer) if name.endswith("c_proj") else 1.0
                 nn.init.normal_(module.weight, mean=0.0, std=std * scale)
+                if self.args.zero_init_proj and name.endswith("c_proj"):
+                    nn.init.zeros_(module.weight)  # drawn first all the same: the other layers' init is unchanged
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
@@ -345,11 +362,19 @@ class GPT(nn.Module):
                 x = block(x, rope, None if caches is None else caches[i])
         return self.transformer.ln_f(x)
 
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The output head on final hidden states; with logit_softcap, cap * tanh(logits / cap)."""
+        logits = self.lm_head(hidden)
+        cap = self.args.logit_softcap
+        if cap:
+            logits = cap * torch.tanh(logits / cap)
+        return logits
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         """Logits (B, T, vocab_size) at every position, and the mean cross entropy
         against targets (B, T) (-1 ignored) when given, else None."""
         self._check_length(idx.size(1))
-        logits = self.lm_head(self._hidden(idx))
+        logits = self._logits(self._hidden(idx))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
@@ -370,11 +395,11 @@ class GPT(nn.Module):
         last = None
         for _ in range(max_new_tokens):
             if use_cache and caches is not None and caches[0].length < block_size:
-                logits = self.lm_head(self._hidden(last, caches[0].length, caches))
+                logits = self._logits(self._hidden(last, caches[0].length, caches))
             else:
                 context = idx[:, -block_size:]
                 caches = [KVCache(block_size) for _ in self.transformer.h] if use_cache else None
-                logits = self.lm_head(self._hidden(context, 0, caches)[:, -1:])
+                logits = self._logits(self._hidden(context, 0, caches)[:, -1:])
             last = sample_next(logits[:, -1, :], temperature, top_k, generator)  # (B, 1)
             idx = torch.cat((idx, last), dim=1)
             yield last

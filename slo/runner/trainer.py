@@ -36,7 +36,7 @@ from .files import CHECKPOINT_NAME, CONFIG_JSON, EXPLAIN_NAME, ORIGINS_JSON
 from .pretrained import adopt_shape, open_source, restore, weights_tokenizer
 from .metrics import RunLog, console_print, format_eval_line, format_train_line
 from .model import DEFAULT_VOCAB_SIZE, ModelArgs, build_model
-from .optim import Schedule, make_optimizer, set_lr
+from .optim import Schedule, make_optimizer, optimizer_name, set_lr
 from .parallel import check_world, collectives, compile_failure_in_group, rank_device
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation batches get their own stream, the same at every evaluation
@@ -127,7 +127,8 @@ class Trainer:
         return "\n".join((
             f"model: {self.raw_model.num_params() / 1e6:.2f}M parameters ({a.n_layer} layers, {a.n_head} heads, "
             f"{a.n_embd} wide, vocab {a.vocab_size}, block {a.block_size})",
-            f"run: {self.device}, {str(self.dtype).removeprefix('torch.')}, {compiled}, AdamW {self.optimizer_kind} | "
+            f"run: {self.device}, {str(self.dtype).removeprefix('torch.')}, {compiled}, "
+            f"{optimizer_name(self.train_cfg, self.optimizer_kind)} | "
             f"{self.tokens_per_iter:,} tokens per step (batch {d.batch_size} x block {d.block_size} x "
             f"accumulation {d.gradient_accumulation_steps})",
             f"data: {self.dataset.path}: {len(self.dataset.train):,} train tokens, {len(self.dataset.val):,} val tokens",
