@@ -395,3 +395,19 @@ def test_standard_and_large_shapes_take_a_step(n_layer, n_embd):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
     assert loss.item() == pytest.approx(math.log(256), rel=0.1)  # a fresh model is near uniform
     assert model.num_params() > 12 * n_layer * n_embd ** 2 * 0.99
+
+
+def test_rmsnorm_of_bfloat16_activations_runs_in_float32_without_a_warning():
+    import warnings
+
+    from torch.nn import functional as F
+
+    from slo.runner.model import RMSNorm
+
+    norm = RMSNorm(8, eps=1e-5)
+    x = torch.randn(2, 8).bfloat16()  # what autocast hands it, beside its float32 weight
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when it cannot use its fused kernel
+        y = norm(x)
+    assert y.dtype == torch.bfloat16
+    assert torch.equal(y, F.rms_norm(x.float(), (8,), norm.weight, 1e-5).bfloat16())

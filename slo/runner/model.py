@@ -152,9 +152,18 @@ ModelArgs.__module__ = __name__  # pickled by reference, like a class written ou
 ModelArgs.__doc__ = "Everything that shapes the network, one field per shape key. ``n_kv_head`` None resolves to ``n_head``."
 
 
+class RMSNorm(nn.RMSNorm):
+    """nn.RMSNorm computed in its weight's dtype (float32) and cast back, as Llama's is: under bfloat16
+    autocast its input is bfloat16 and its weight float32, a mix torch's fused kernel refuses (with a
+    warning, every call)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x.to(self.weight.dtype), self.normalized_shape, self.weight, self.eps).to(x.dtype)
+
+
 def make_norm(args: ModelArgs, dim: int) -> nn.Module:
     if args.use_rmsnorm:
-        return nn.RMSNorm(dim, eps=args.norm_eps)
+        return RMSNorm(dim, eps=args.norm_eps)
     return nn.LayerNorm(dim, eps=args.norm_eps, bias=args.bias)
 
 
