@@ -295,3 +295,30 @@ def test_a_changed_definition_is_refused_without_force(tmp_path):
     r = sweep(config, "--max_iters=3", "--learning_rate=1e-3,2e-3", "--force")
     assert r.returncode == 0, r.stderr
     assert [t["iters"] for t in manifest(tmp_path / "ch")["trials"]] == [3, 3]
+
+
+def test_sigterm_stops_the_sweep_its_trial_saves_and_the_rerun_finishes_the_same(straight, tmp_path):
+    folder, _ = straight
+    config = sweep_config(tmp_path, "ref", **LONG)
+    out = tmp_path / "ref"
+    proc = subprocess.Popen([sys.executable, "-m", "slo.cli", "sweep", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    first = out / "learning_rate=0.001"
+    try:  # the first trial runs and has taken a few steps
+        deadline = time.monotonic() + 120
+        while not (holder(first) and (first / "metrics.jsonl").exists()
+                   and (first / "metrics.jsonl").read_text().count('"loss"') >= 3):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143 and "run the same slo sweep command again to resume" in err
+    assert [t["status"] for t in manifest(out)["trials"]] == ["stopped", "pending"]
+    assert "SIGTERM: saved" in (first / "train.log").read_text()  # the trial saved before it stopped
+    r = sweep(config)
+    assert r.returncode == 0, r.stderr
+    assert "learning_rate=0.001: resumed at iter" in r.stdout
+    assert losses(out) == losses(folder)
