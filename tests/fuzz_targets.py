@@ -439,6 +439,38 @@ def origins_target(data: bytes) -> None:
         read_back("origins", run_folder(work, {"config.origins.json": data}))
 
 
+TRIALS = ("learning_rate=0.001", "learning_rate=0.002")  # the trial folders of the fuzzed sweep
+
+
+def real_manifest() -> bytes:
+    """The sweep.json slo sweep writes for a two-trial sweep of the real run's config."""
+    from slo.runner.manifest import Manifest, TrialRecord
+
+    trials = [TrialRecord(name, {"learning_rate": float(name.split("=")[1])}, "finished", 0, None, 2.5, 8)
+              for name in TRIALS]
+    definition = {"swept": {"learning_rate": "1e-3,2e-3"}, "settings": {"trials": None, "seed": None,
+                  "halving": 3, "rungs": 2}, "trials": list(TRIALS), "config": {}, "env": {},
+                  "max_iters": dict.fromkeys(TRIALS, 8), "command": []}
+    return Manifest(definition, trials, [{"rung": 0, "max_iters": 3, "ranking": [[TRIALS[0], 2.5]],
+                                          "promoted": [TRIALS[0]]}]).to_json().encode()
+
+
+def manifest_target(data: bytes) -> None:
+    """A sweep folder's sweep.json beside two real trial runs: slo runs of the folder, slo diff of
+    the two trials; each ends well or with a one-line error."""
+    outcome("manifest", "input")
+    with scratch() as work:
+        folder = work / "sweep"
+        folder.mkdir()
+        for name in TRIALS:
+            run_folder(work, {}).rename(folder / name)
+        (folder / "sweep.json").write_bytes(data)
+        rc, _, err = cli("runs", folder)
+        command_refused(rc, err, (0, 1))
+        rc, _, err = cli("diff", folder / TRIALS[0], folder / TRIALS[1])
+        command_refused(rc, err, (0, 1, 2), fine=(0, 1))
+
+
 # ---------------------------------------------------------------- a dataset's meta
 
 
@@ -608,6 +640,7 @@ TARGETS = {  # name -> (target, file suffix), each run offline; a corpus file is
     "metajson": (_offline(metajson_target), ".json"),
     "metapkl": (_offline(metapkl_target), ".pkl"),
     "ckpt": (_offline(ckpt_target), ".pt"),
+    "manifest": (_offline(manifest_target), ".json"),
 }
 
 

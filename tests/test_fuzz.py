@@ -30,7 +30,7 @@ from slo.schema import DIRECTIVES, KEYS
 
 HANG_SECONDS = 20  # one input; a hang fails the test instead of stalling it
 CI_EXAMPLES = {"config": 300, "toml": 150, "py": 150, "metrics": 150, "plot": 4, "configjson": 100,
-               "origins": 60, "metajson": 80, "metapkl": 60, "ckpt": 40}
+               "origins": 60, "metajson": 80, "metapkl": 60, "ckpt": 40, "manifest": 80}
 
 # Crashes whose fix is not in slo/ yet: corpus file -> (why, signature). The file's replay is an
 # expected failure (strict: a fix makes it XPASS, which fails until the line is removed), and the
@@ -323,6 +323,13 @@ meta_value = st.one_of(
     .map(lambda xs: "[" + ",".join(xs) + "]"),
     json_of(st.text(max_size=3)),
 )
+MANIFEST_KEYS = ["format", "definition", "trials", "rungs", "name", "values", "status", "rung", "error",
+                 "best_val_loss", "iters", "promoted", "ranking", "x"]
+manifest_value = st.one_of(json_atom, json_of(st.sampled_from(MANIFEST_KEYS)),
+                           st.sampled_from(['"finished"', '"pruned"', '"failed"', '"../x"', '".hidden"', '"a/b"',
+                                            '"learning_rate=0.001"', "1", "-2", "[]"]))
+manifest_inputs = json_inputs(json_object(st.sampled_from(MANIFEST_KEYS), manifest_value),
+                              lambda: [fz.real_manifest()])
 metajson_inputs = json_inputs(json_object(st.sampled_from(META_KEYS), meta_value),
                               lambda: [b'{"tokenizer": "byte", "vocab_size": 256}'])
 def dag(depth: int) -> list:
@@ -451,6 +458,7 @@ STRATEGIES = {
     "metajson": metajson_inputs,
     "metapkl": metapkl_inputs,
     "ckpt": st.deferred(ckpt_patches),
+    "manifest": manifest_inputs,
 }
 
 
@@ -495,6 +503,7 @@ test_fuzz_origins = fuzz_test("origins")
 test_fuzz_metajson = fuzz_test("metajson")
 test_fuzz_metapkl = fuzz_test("metapkl")
 test_fuzz_ckpt = fuzz_test("ckpt")
+test_fuzz_manifest = fuzz_test("manifest")
 
 
 # ---------------------------------------------------------------- the crash corpus
