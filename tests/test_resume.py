@@ -49,8 +49,8 @@ def test_stop_between_evaluations_resumes_exactly(tmp_path, capsys):
     trainer = Trainer(cfg)
     original = trainer.train_step
 
-    def step_then_signal(*args):
-        loss = original(*args)
+    def step_then_signal(*args, **kwargs):
+        loss = original(*args, **kwargs)
         if trainer.progress.iter_num == 2:  # the step at iter 2 runs to its end first
             trainer.stop_signal = signal.SIGTERM
         return loss
@@ -122,6 +122,26 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
     ckpt = load_checkpoint(tmp_path / "run" / "ckpt.pt")
     assert ckpt["iter_num"] == 4
     assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
+
+
+def test_between_logged_steps_nothing_is_read_back_and_a_nan_there_is_caught_before_any_save(tmp_path, monkeypatch,
+                                                                                             capsys):
+    # checked: the logged steps (0, 4) and the last step before each evaluation (3, 7); 1, 2, 5, 6 are not
+    cfg = slo.load(tiny_config(tmp_path, "run"), overrides=["--log_interval=4", "--eval_interval=4"])
+    trainer = Trainer(cfg)
+    reads = []
+    mean = trainer.group.mean
+    trainer.group.mean = lambda t: reads.append(t.shape[0]) or mean(t)
+    assert trainer.train().iter_num == 8
+    assert reads == [1, 3, 1, 3]  # steps 0; 1-3; 4; 5-7: four reads of the device for eight steps
+    # a NaN at step 5, which is not checked on its own: found at step 7, before the evaluation at 8 saves
+    _nan_at_train_call(monkeypatch, call=2 * 5 + 1)
+    assert train(tiny_config(tmp_path, "nan"), "--log_interval=4", "--eval_interval=4") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the loss is nan at iter 5; found at iter 7, the run stopped and saved nothing "
+                          "after it") and "(iter 4), is kept" in err
+    ckpt = load_checkpoint(tmp_path / "nan" / "ckpt.pt")
+    assert ckpt["iter_num"] == 4 and all(torch.isfinite(t).all() for t in ckpt["model"].values())
 
 
 def test_nan_before_any_checkpoint_says_so(tmp_path, monkeypatch, capsys):

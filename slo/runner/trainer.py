@@ -70,6 +70,7 @@ class Trainer:
         self.log = RunLog(None)
         self.stop_signal: int | None = None
         self._compile_proven: set[str] = set()
+        self._deferred: list[tuple[int, torch.Tensor]] = []  # (iter, loss and gradient norm) not yet checked
         self.timer = no_timer  # the benchmark swaps in a timer of the step's phases
 
         check_world(cfg, world_size)
@@ -190,11 +191,14 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def train_step(self, lr: float, batches: list) -> float:
+    def train_step(self, lr: float, batches: list, check: bool = True) -> float | None:
         """One optimizer step at lr over batches: accumulate, clip, check, step. Returns the mean loss.
 
         A non-finite loss (or gradient norm, without a loss scaler) raises RunError before the
-        weights change, so nothing bad is ever saved.
+        weights change. check=False defers this step's check, so the step reads nothing back from
+        the device (returning None): the next checked step checks the deferred ones with its own,
+        in one read, and check_deferred() runs before anything is saved, so nothing non-finite is
+        ever saved.
         """
         set_lr(self.optimizer, lr)
         losses = self._guarded("train", lambda: self._accumulate(batches))
@@ -203,16 +207,28 @@ class Trainer:
             checked = torch.stack(losses).mean().float()
             if norm is not None and not self.scaler.is_enabled():
                 checked = torch.stack((checked, norm.float()))
-            # the mean over ranks: a non-finite value on any rank makes it non-finite on all, so all stop
-            values = self.group.mean(checked).reshape(-1).tolist()  # a sync point: the check needs the numbers
-            loss = values[0]
-            if not all(math.isfinite(v) for v in values):
-                what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {values[1]}"
-                raise RunError(f"{what} at iter {self.progress.iter_num}; the run stopped before updating the "
-                               f"weights. {kept_checkpoint(self)} Try a lower learning_rate, a longer "
-                               "warmup_iters, grad_clip=1.0, or dtype=bfloat16/float32 instead of float16")
+            self._deferred.append((self.progress.iter_num, checked))
+            loss = self.check_deferred() if check else None
             self.optimizer_step()
         return loss
+
+    def check_deferred(self) -> float | None:
+        """Check every step not yet checked, in one read of the device: RunError naming the first whose
+        loss or gradient norm is not finite (the mean over ranks: a non-finite value on any rank makes it
+        non-finite on all, so all stop). The last one's loss; None when none was waiting."""
+        if not self._deferred:
+            return None
+        iters = [it for it, _ in self._deferred]
+        values = self.group.mean(torch.stack([c for _, c in self._deferred])).reshape(len(iters), -1).tolist()
+        self._deferred.clear()
+        for it, row in zip(iters, values):
+            if not all(math.isfinite(v) for v in row):
+                what = f"the loss is {row[0]}" if not math.isfinite(row[0]) else f"the gradient norm is {row[1]}"
+                when = ("the run stopped before updating the weights" if it == self.progress.iter_num else
+                        f"found at iter {self.progress.iter_num}, the run stopped and saved nothing after it")
+                raise RunError(f"{what} at iter {it}; {when}. {kept_checkpoint(self)} Try a lower learning_rate, "
+                               "a longer warmup_iters, grad_clip=1.0, or dtype=bfloat16/float32 instead of float16")
+        return values[-1][0]
 
     def _accumulate(self, batches: list) -> list[torch.Tensor]:
         losses = []
@@ -307,12 +323,14 @@ class Trainer:
                     return TrainResult(p.iter_num, p.best_val_loss, loss)
                 if self._stop_requested():  # arrived after the evaluation: save before another step
                     continue
-                lr = self.schedule(p.iter_num)
-                loss = self.train_step(lr, self.step_batches())
+                lr, step = self.schedule(p.iter_num), p.iter_num
+                logged = step % log_cfg.log_interval == 0 or step + 1 == end
+                # checked (a read of the device) where the loss is logged and before every evaluation
+                loss = self.train_step(lr, self.step_batches(), check=logged or self._eval_due(step + 1))
                 p.iter_num += 1
                 interval_iters += 1
                 self.log.advance(loss)
-                if (p.iter_num - 1) % log_cfg.log_interval == 0 or p.iter_num == end:
+                if logged:
                     self._log_step(p.iter_num - 1, loss, lr, time.perf_counter() - interval_start, interval_iters,
                                    time.perf_counter() - clock)
                     interval_start, interval_iters = time.perf_counter(), 0
@@ -327,11 +345,12 @@ class Trainer:
                 signal.signal(signum, handler)
             self.log.close()
 
-    def _eval_due(self) -> bool:
-        """At every eval_interval-th iteration and the last one, once each."""
+    def _eval_due(self, iter_num: int | None = None) -> bool:
+        """At every eval_interval-th iteration and the last one, once each (now, or at iter_num)."""
         p = self.progress
-        due = p.iter_num % self.log_cfg.eval_interval == 0 or p.iter_num == self.end_iter
-        return due and p.last_eval_iter != p.iter_num
+        it = p.iter_num if iter_num is None else iter_num
+        due = it % self.log_cfg.eval_interval == 0 or it == self.end_iter
+        return due and p.last_eval_iter != it
 
     def _evaluate_once(self) -> TrainResult:
         losses = self.evaluate()
@@ -355,6 +374,8 @@ class Trainer:
         p = self.progress
         name = signal.Signals(self.stop_signal).name
         if p.iter_num > start_iter:
+            checked = self.check_deferred()  # the steps since the last check, before they are saved
+            loss = loss if checked is None else checked
             if p.last_saved_iter != p.iter_num:
                 self.save()
             self.say(f"{name}: saved {self.checkpoint_path} at iter {p.iter_num}; init_from=resume continues the run")
