@@ -168,6 +168,20 @@ def sweep(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+def sweep_until(config: Path, ready) -> subprocess.Popen:
+    """slo sweep of config started in the background, once ready() is true (the test fails, the sweep
+    killed, when the sweep ends first or two minutes pass)."""
+    proc = subprocess.Popen([sys.executable, "-m", "slo.cli", "sweep", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not ready():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail(f"the sweep did not get there: {proc.communicate()}")
+        time.sleep(0.05)
+    return proc
+
+
 def losses(folder: Path) -> dict:
     """trial name -> (train loss per iter, val loss per iter)."""
     return {p.name: metrics(p) for p in sorted(folder.iterdir()) if (p / "metrics.jsonl").exists()}
@@ -218,14 +232,10 @@ def test_a_sweep_killed_midway_resumes_to_the_same_metrics_and_reruns_nothing(st
     folder, _ = straight
     config = sweep_config(tmp_path, "ref", **LONG)
     out = tmp_path / "ref"
-    proc = subprocess.Popen([sys.executable, "-m", "slo.cli", "sweep", str(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     second = out / "learning_rate=0.01"
-    try:  # the first trial finished, the second has a checkpoint and runs on
-        deadline = time.monotonic() + 120
-        while not ((second / "ckpt.pt").exists() and holder(second)):
-            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
-            time.sleep(0.05)
+    # the first trial finished, the second has a checkpoint and runs on
+    proc = sweep_until(config, lambda: (second / "ckpt.pt").exists() and holder(second))
+    try:
         trial = holder(second)["pid"]
         os.kill(proc.pid, signal.SIGKILL)
         os.kill(trial, signal.SIGKILL)
@@ -301,15 +311,12 @@ def test_sigterm_stops_the_sweep_its_trial_saves_and_the_rerun_finishes_the_same
     folder, _ = straight
     config = sweep_config(tmp_path, "ref", **LONG)
     out = tmp_path / "ref"
-    proc = subprocess.Popen([sys.executable, "-m", "slo.cli", "sweep", str(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     first = out / "learning_rate=0.001"
-    try:  # the first trial runs and has taken a few steps
-        deadline = time.monotonic() + 120
-        while not (holder(first) and (first / "metrics.jsonl").exists()
-                   and (first / "metrics.jsonl").read_text().count('"loss"') >= 3):
-            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
-            time.sleep(0.05)
+    metrics_file = first / "metrics.jsonl"
+    # the first trial runs and has taken a few steps
+    proc = sweep_until(config, lambda: holder(first) and metrics_file.exists()
+                       and metrics_file.read_text().count('"loss"') >= 3)
+    try:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
