@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..command import print_warnings, split_overrides
 from ..errors import ConfigError, RunError
+from ..runner.files import METRICS_NAME
 from ..runner.manifest import Manifest, TrialRecord, read_manifest, write_manifest
 from .scheduler import Scheduler, python_command, read_progress, rung_target
 
@@ -159,7 +160,7 @@ def promote(scheduler: Scheduler, manifest: Manifest, members: list, targets: di
     """Rank a rung's trials by validation loss at its end; the best 1/halving go on, the rest are pruned."""
     scores = {}
     for t in members:
-        _, _, loss = read_progress(scheduler.folder / t.name / "metrics.jsonl", targets[t.name])
+        _, _, loss = read_progress(scheduler.folder / t.name / METRICS_NAME, targets[t.name])
         scores[t.name] = loss if t.rung >= rung and t.status != "failed" and loss is not None else None
     ranking = sorted(members, key=lambda t: (scores[t.name] is None, scores[t.name] or 0.0))
     keep = [t for t in ranking if scores[t.name] is not None][:max(1, len(members) // halving)]
