@@ -167,7 +167,11 @@ def _spawned_rank(local_rank: int, cfg, nproc: int, addr: str, port: int, report
         _write_report(reports, local_rank, "error", f"{type(e).__name__}: {first_line(e)} (traceback above)")
         status = EXIT_RUN_ERROR
     sys.stdout.flush()
-    sys.exit(status)
+    sys.stderr.flush()
+    # The rank's work is saved and its files closed. Leaving without the interpreter's teardown spares it
+    # the C++ runtime's: a thread of a torch or gloo pool still joinable there aborts the process (SIGABRT,
+    # "terminate called without an active exception") after a clean run.
+    os._exit(status)
 
 
 def _write_report(folder: str, rank: int, kind: str, message: str) -> None:
