@@ -147,6 +147,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     _K("wandb_project", "LOGGING", str, "owt", "wandb project."),
     _K("wandb_run_name", "LOGGING", str, "gpt2", "wandb run name."),
     _K("tensorboard_log", "LOGGING", bool, False, "Write TensorBoard event files to out_dir/tensorboard/ (pip install 'slo[tensorboard]')."),
+    _K("checkpoint_format", "LOGGING", str, "single", "single: out_dir/ckpt.pt, one file of the whole (gathered) weights and optimizer state, written by rank 0; sharded (strategy=fsdp): out_dir/ckpt.sharded/, a torch.distributed.checkpoint folder each rank writes its shards to.", choices=("single", "sharded")),
     # SYSTEM
     _K("device", "SYSTEM", str, "auto", "auto, cpu, cuda, cuda:N or mps (nanoGPT: cuda).", pattern=r"auto|cpu|cuda(:[0-9]+)?|mps", allowed="one of auto, cpu, cuda, cuda:N, mps"),
     _K("dtype", "SYSTEM", str, "auto", "Compute dtype; auto: bfloat16 where supported, else float32.", choices=("auto", "float32", "bfloat16", "float16")),
@@ -157,6 +158,9 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     _K("master_addr", "DDP", str, "127.0.0.1", "Rendezvous address.", pattern=r".+", allowed="a non-empty host"),
     _K("master_port", "DDP", int, 29500, "Rendezvous port.", ge=1, le=65535),
     _K("find_unused_parameters", "DDP", bool, False, "DistributedDataParallel's find_unused_parameters."),
+    _K("strategy", "DDP", str, "ddp", "ddp: every process holds the whole model (DistributedDataParallel); fsdp: parameters, gradients and optimizer state sharded across the processes (FSDP2 fully_shard, per block and on the whole model).", choices=("ddp", "fsdp")),
+    _K("fsdp_reshard_after_forward", "DDP", bool, True, "strategy=fsdp: free each block's gathered parameters after its forward and gather them again for the backward (less memory, more communication)."),
+    _K("fsdp_cpu_offload", "DDP", bool, False, "strategy=fsdp: keep the parameter shards, their gradients and the optimizer state on the CPU, which runs the optimizer step (FSDP2's CPUOffloadPolicy)."),
 )}
 
 DEFAULTS: dict[str, Any] = {k.name: k.default for k in KEYS.values()}
@@ -358,6 +362,20 @@ def _accum_world(v):
                 f" nproc_per_node={n}: each of the {n} processes runs an equal share of the micro-steps")
 
 
+def _fsdp_muon(v):
+    if v["strategy"] == "fsdp" and v["optimizer"] == "muon":
+        return ("optimizer=muon needs each weight matrix whole in one process (its orthogonalizing step) and "
+                "strategy=fsdp shards them: use optimizer=adamw with fsdp, or strategy=ddp with muon")
+
+
+def _fsdp_only(v):
+    if v["strategy"] == "fsdp":
+        return None
+    for key, inert in (("fsdp_reshard_after_forward", True), ("fsdp_cpu_offload", False), ("checkpoint_format", "single")):
+        if v[key] != inert:
+            return f"{key}={format_value(v[key])} only applies to strategy=fsdp, not strategy={v['strategy']}"
+
+
 RULES: tuple[tuple[tuple[str, ...], Callable[[dict], str | None]], ...] = (
     (("n_embd", "n_head"), _head_div),
     (("use_rope", "n_embd", "n_head"), _rope_even),
@@ -370,6 +388,8 @@ RULES: tuple[tuple[tuple[str, ...], Callable[[dict], str | None]], ...] = (
     (("cooldown_iters", "schedule", "warmup_iters", "lr_decay_iters"), _cooldown),
     (("backend", "device"), _nccl),
     (("gradient_accumulation_steps", "nproc_per_node"), _accum_world),
+    (("strategy", "optimizer"), _fsdp_muon),
+    (("fsdp_reshard_after_forward", "fsdp_cpu_offload", "checkpoint_format", "strategy"), _fsdp_only),
 )
 
 
