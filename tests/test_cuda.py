@@ -124,6 +124,24 @@ def test_ddp_over_nccl_on_one_gpu_through_torchrun(tmp_path):
     assert "backend nccl" in r.stdout and load_checkpoint(tmp_path / "out" / "ckpt.pt")["iter_num"] == 8
 
 
+@pytest.mark.parametrize("offload", [False, True])
+def test_fsdp_over_nccl_on_one_gpu_through_torchrun(tmp_path, offload):
+    """strategy=fsdp in a group of one (sharding nothing, but every FSDP2 hook, the bfloat16 policy,
+    compiled blocks and, with offload, the CPU-resident shards run), a sharded checkpoint, and resume."""
+    torchrun = shutil.which("torchrun") or [sys.executable, "-m", "torch.distributed.run"]
+    keys = [str(gpu_config(tmp_path, compile=not offload)), "--backend=nccl", "--strategy=fsdp", "--checkpoint_format=sharded",
+            f"--fsdp_cpu_offload={offload}"]
+    command = ([torchrun] if isinstance(torchrun, str) else torchrun) + [
+        "--standalone", "--nproc_per_node=1", "-m", "slo.runner", *keys]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run(command + ["--max_iters=4"], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "fsdp over 1 rank," in r.stdout and "shards nothing" in r.stdout
+    r = subprocess.run(command + ["--init_from=resume"], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert load_checkpoint(tmp_path / "out")["iter_num"] == 8
+
+
 def test_checkpoints_move_between_cuda_and_cpu(tmp_path):
     from types import SimpleNamespace
 

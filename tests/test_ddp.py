@@ -179,7 +179,7 @@ def test_torchrun_launch_trains(tmp_path):
                            f"--master_port={free_port()}", "-m", "slo.runner", str(config)],
                           env=environment(), capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert proc.returncode == 0, proc.stderr
-    assert "data-parallel: 2 ranks, backend gloo" in proc.stdout
+    assert "data-parallel (ddp): 2 ranks, backend gloo" in proc.stdout
     ckpt = load_checkpoint(tmp_path / "run" / "ckpt.pt")
     assert ckpt["iter_num"] == 2 and len(ckpt["ranks"]) == 2
 

@@ -35,7 +35,13 @@ class Batches:
             np.lib.stride_tricks.sliding_window_view(s, block_size + 1) for s in shards if len(s) > block_size
         ]
         self._window_ends = np.cumsum([len(w) for w in self._windows])
-        self.rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed % 2**64, rank])))
+        self.seed, self.rank = seed % 2**64, rank
+        self.rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, rank])))
+        self.drawn = 0
+
+    def restart(self, step: int) -> None:
+        """A stream of its own for (seed, rank, step): where a resumed run cannot continue the saved one."""
+        self.rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, self.rank, step])))
         self.drawn = 0
 
     def _rows(self) -> np.ndarray:

@@ -118,15 +118,15 @@ def compile_unavailable(device: torch.device) -> str | None:
     return None
 
 
-def maybe_compile(model: torch.nn.Module, enabled: bool, device: torch.device, say=print) -> torch.nn.Module:
-    """model compiled when enabled and possible, else model itself (with one line saying why)."""
+def will_compile(enabled: bool, device: torch.device, say=print) -> bool:
+    """Whether to torch.compile: when enabled and possible (else one line says why not)."""
     if not enabled:
-        return model
+        return False
     reason = compile_unavailable(device)
     if reason:
         say(f"compile: {reason}; continuing without torch.compile (compile=False hides this message)")
-        return model
-    return torch.compile(model)
+        return False
+    return True
 
 
 def compile_failure_message(error: BaseException) -> str:

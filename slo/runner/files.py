@@ -12,6 +12,7 @@ import reprlib
 from pathlib import Path
 
 CHECKPOINT_NAME = "ckpt.pt"
+SHARDED_NAME = "ckpt.sharded"  # checkpoint_format=sharded: a torch.distributed.checkpoint folder
 METRICS_NAME = "metrics.jsonl"
 PREVIOUS_METRICS_NAME = "metrics.previous.jsonl"  # a scratch run moves an earlier run's here
 CONFIG_JSON = "config.json"  # the resolved config, flat
@@ -21,8 +22,8 @@ LOCK_NAME = "run.lock"  # held by the run training there (slo.runner.lock)
 
 
 MAX_INT = 1 << 63  # an integer read back from a run's files is smaller than this in size
-RECORD_NUMBERS = ("loss", "val_loss", "train_loss", "lr", "tokens_per_s", "mfu", "memory_mb", "ms_per_iter", "time",
-                  "tokens")  # fields of a metrics record that are numbers (or null) when present
+RECORD_NUMBERS = ("loss", "val_loss", "train_loss", "lr", "tokens_per_s", "mfu", "memory_mb", "state_mb", "ms_per_iter",
+                  "time", "tokens")  # fields of a metrics record that are numbers (or null) when present
 
 
 def parse_json(text: str | bytes):

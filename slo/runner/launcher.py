@@ -68,8 +68,8 @@ def run_rank(cfg, placement: Placement) -> int:
         trainer = Trainer(cfg, rank=placement.rank, world_size=placement.world_size,
                           local_rank=placement.local_rank)
         if placement.rank == 0:
-            trainer.say(f"data-parallel: {placement.world_size} ranks, backend {dist.get_backend()}, "
-                        f"{trainer.micro_steps} micro-step(s) each per step")
+            trainer.say(f"data-parallel ({cfg.ddp.strategy}): {placement.world_size} ranks, backend "
+                        f"{dist.get_backend()}, {trainer.micro_steps} micro-step(s) each per step")
         status = trainer.train().exit_status
     except Exception as e:
         failure = communication_failure(e)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import RunError
-from .muon import MuonWithAdamW, muon_class
+from .muon import MuonWithAdamW, muon_class, parts_of
 
 EMBEDDINGS = ("transformer.wte.weight", "transformer.wpe.weight")  # a tied head is the token embedding
 HEAD = "lm_head.weight"
@@ -62,12 +62,14 @@ def param_groups(model: torch.nn.Module, weight_decay: float, embedding_lr_scale
     return [g for g in groups if g["params"]]
 
 
-def make_optimizer(model: torch.nn.Module, train, device: torch.device) -> tuple[torch.optim.Optimizer, str]:
+def make_optimizer(model: torch.nn.Module, train, device: torch.device,
+                   fused: bool = True) -> tuple[torch.optim.Optimizer, str]:
     """The optimizer the TRAIN keys ask for, and the AdamW implementation it uses: 'fused' where this
-    PyTorch has a fused kernel for the device (CUDA, CPU, MPS in recent versions), else 'foreach'.
-    optimizer=muon: a MuonWithAdamW (RunError naming the torch it needs where torch has no Muon)."""
+    PyTorch has a fused kernel for the device (CUDA, CPU, MPS in recent versions) and fused is True,
+    else 'foreach'. optimizer=muon: a MuonWithAdamW (RunError naming the torch it needs where torch
+    has no Muon)."""
     muon = muon_class() if train.optimizer == "muon" else None  # first: say which torch has it
-    adamw, kind = _adamw(model, train, hidden=muon is None)
+    adamw, kind = _adamw(model, train, hidden=muon is None, fused=fused)
     if muon is None:
         return adamw, kind
     group = {"params": parameter_roles(model)["hidden"], "lr_scale": train.muon_lr / train.learning_rate}
@@ -76,16 +78,28 @@ def make_optimizer(model: torch.nn.Module, train, device: torch.device) -> tuple
     return MuonWithAdamW(matrices, adamw), kind
 
 
-def _adamw(model: torch.nn.Module, train, hidden: bool) -> tuple[torch.optim.AdamW, str]:
-    """AdamW over param_groups(model, ...) with the TRAIN keys, fused where it can be."""
+def _adamw(model: torch.nn.Module, train, hidden: bool, fused: bool) -> tuple[torch.optim.AdamW, str]:
+    """AdamW over param_groups(model, ...) with the TRAIN keys, fused where it can be (and fused is True)."""
     def groups():
         return param_groups(model, train.weight_decay, train.embedding_lr_scale, train.head_lr_scale, hidden)
 
     common = dict(lr=train.learning_rate, betas=(train.beta1, train.beta2))
-    try:
-        return torch.optim.AdamW(groups(), fused=True, **common), "fused"
-    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device here
-        return torch.optim.AdamW(groups(), foreach=True, **common), "foreach"
+    if fused:
+        try:
+            return torch.optim.AdamW(groups(), fused=True, **common), "fused"
+        except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device here
+            pass
+    return torch.optim.AdamW(groups(), foreach=True, **common), "foreach"
+
+
+def held_mb(model: torch.nn.Module, optimizer) -> float:
+    """MiB of parameters and optimizer state this process holds between steps (its shards under
+    strategy=fsdp); gradients, during a step, take as much again as the parameters."""
+    tensors = list(model.parameters())
+    for part in parts_of(optimizer).values():
+        tensors += [v for state in part.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+    local = [t.to_local() if hasattr(t, "to_local") else t for t in tensors]  # a DTensor's own shard
+    return sum(t.numel() * t.element_size() for t in local) / 2**20
 
 
 def optimizer_name(train, kind: str) -> str:

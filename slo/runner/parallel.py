@@ -3,10 +3,17 @@
 ``torchrun_placement`` reads the rank torchrun (or slo's launcher) gave this
 process; ``join_group`` joins the process group; ``rank_device`` gives each
 rank of a CUDA run its own GPU. The trainer talks to the other ranks only
-through a ``SingleProcess`` or ``DataParallel`` object (``collectives``): wrap
-the model, say when gradients are averaged, average the loss, agree on a stop
-signal, hear rank 0's evaluation, gather each rank's data position for a
+through a ``SingleProcess``, ``DataParallel`` or ``Sharded`` object
+(``collectives``): shard and wrap the model, say when gradients are averaged,
+average the loss, agree on a stop signal, hear rank 0's evaluation, gather
+each rank's data position, and the whole weights and optimizer state, for a
 checkpoint. ``communication_failure`` says what a failed collective means.
+
+``Sharded`` is strategy=fsdp: FSDP2's ``fully_shard`` on every block, then on
+the whole model (the order PyTorch documents: each block compiled first, and
+activation checkpointing inside the model's forward). Its parameters are
+DTensors, each rank holding one slice; the model is used as it is, without
+a wrapper, and every rank joins every forward, evaluation included.
 
 Environment: SLO_DDP_TIMEOUT (seconds a collective may wait, default 1800).
 """
@@ -113,9 +120,22 @@ class SingleProcess:
     """The collectives of a one-process run: every one is the identity."""
 
     world_size = 1
+    shards = False  # whether each rank holds a slice of the parameters (and so every rank joins every forward)
+
+    def shard(self, model, compile_blocks: bool) -> None:
+        """Split the model's parameters across the ranks, in place (strategy=fsdp only)."""
 
     def wrap(self, model):
         return model
+
+    def full_state(self, model, optimizer) -> tuple[dict, dict]:
+        """(the model's state dict, the optimizer's) as one process would hold them; a collective
+        where the ranks hold shards, whose result only rank 0 keeps (the others get empty dicts)."""
+        return model.state_dict(), optimizer.state_dict()
+
+    def load_optimizer(self, optimizer, state: dict) -> None:
+        """Load a whole optimizer state dict (of full tensors) into this rank's optimizer."""
+        optimizer.load_state_dict(state)
 
     def sync_gradients(self, model, sync: bool) -> None:
         pass
@@ -173,10 +193,92 @@ class DataParallel(SingleProcess):
         return out
 
 
-def collectives(world_size: int, device: torch.device, ddp_cfg) -> SingleProcess:
-    """DataParallel once this process has joined a group (torchrun with one process too, as nanoGPT
-    does), else SingleProcess."""
+class Sharded(DataParallel):
+    """strategy=fsdp: the collectives of one rank whose model FSDP2 shards across the group."""
+
+    shards = True
+
+    def __init__(self, device: torch.device, ddp_cfg, dtype: torch.dtype):
+        super().__init__(device, False)
+        self.reshard_after_forward = ddp_cfg.fsdp_reshard_after_forward
+        self.cpu_offload = ddp_cfg.fsdp_cpu_offload and device.type != "cpu"  # on the CPU there is nowhere to go
+        self.dtype = dtype
+
+    def shard(self, model, compile_blocks: bool) -> None:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+        for tensor in model.state_dict().values():  # one model, rank 0's: fully_shard keeps each rank's own slice
+            dist.broadcast(tensor.detach(), src=0)
+        mesh = init_device_mesh(self.device.type, (self.world_size,))
+        # parameters in the compute dtype for the forward and backward, gradients reduced in float32
+        low = self.dtype if self.dtype in (torch.bfloat16, torch.float16) else None
+        options = dict(mesh=mesh, mp_policy=MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32),
+                       offload_policy=CPUOffloadPolicy() if self.cpu_offload else OffloadPolicy())
+        for block in model.transformer.h:
+            if compile_blocks:
+                block.compile()  # in place: the parameter names stay the model's
+            fully_shard(block, reshard_after_forward=self.reshard_after_forward, **options)
+        fully_shard(model, **options)  # the embeddings, final norm and head; the last group needs no reshard
+
+    def wrap(self, model):
+        return model
+
+    def sync_gradients(self, model, sync: bool) -> None:
+        model.set_requires_gradient_sync(sync)  # gradients reduce-scattered in the last micro-step's backward
+
+    def full_state(self, model, optimizer) -> tuple[dict, dict]:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        state = optimizer.state_dict()  # keyed by parameter index, as one process's is
+        keep = dist.get_rank() == 0
+        whole = {}
+        for index, values in state["state"].items():  # every rank in the same order: each gather is a collective
+            values = {k: _whole(v) for k, v in values.items()}
+            if keep:
+                whole[index] = values
+        if not keep:
+            return {}, {}
+        return weights, {"state": whole, "param_groups": state["param_groups"]}
+
+    def load_optimizer(self, optimizer, state: dict) -> None:
+        from torch.distributed.tensor import distribute_tensor
+
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        sliced = {}
+        for index, values in state.get("state", {}).items():
+            p = params[index] if isinstance(index, int) and 0 <= index < len(params) else None
+            sliced[index] = {  # this rank's slice of each tensor of its parameter's shape
+                k: distribute_tensor(v, p.device_mesh, p.placements, src_data_rank=None)
+                if p is not None and isinstance(v, torch.Tensor) and v.dim() and v.shape == p.shape else v
+                for k, v in values.items()} if isinstance(values, dict) else values
+        optimizer.load_state_dict({**state, "state": sliced})
+
+
+def loss_scaler(device: torch.device, float16: bool, sharded: bool):
+    """float16's loss scaler (disabled for other dtypes). Where the ranks hold shards, the sharded one:
+    each rank sees only its slice of the gradients, so an overflow found on one is agreed by all."""
+    if float16 and sharded:
+        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+        return ShardedGradScaler(device.type)
+    return torch.amp.GradScaler(device.type, enabled=float16)
+
+
+def _whole(value):
+    """A sharded tensor gathered whole onto the CPU; anything else as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return value.full_tensor().cpu() if isinstance(value, DTensor) else value
+
+
+def collectives(world_size: int, device: torch.device, ddp_cfg, dtype: torch.dtype = torch.float32) -> SingleProcess:
+    """Sharded (strategy=fsdp) or DataParallel once this process has joined a group (torchrun with
+    one process too, as nanoGPT does), else SingleProcess."""
     if dist.is_available() and dist.is_initialized():
+        if ddp_cfg.strategy == "fsdp":
+            return Sharded(device, ddp_cfg, dtype)
         return DataParallel(device, ddp_cfg.find_unused_parameters)
     if world_size > 1:
         raise RunError(f"world_size={world_size} but this process has joined no process group; start "

@@ -1,7 +1,8 @@
 """Where a run's first weights come from, and the model shape they decide.
 
 ``init_from`` names them (SPEC section 12): ``scratch`` (none), ``resume``
-(``out_dir/ckpt.pt``, continued exactly), a checkpoint file or out_dir
+(``out_dir/ckpt.pt`` or ``out_dir/ckpt.sharded``, whichever was saved last,
+continued exactly), a checkpoint file or out_dir
 (its weights, a fresh optimizer), ``gpt2`` ... ``gpt2-xl`` (OpenAI's GPT-2,
 the Hugging Face repos of those names) or ``hf:NAME`` (a local Hugging Face
 model folder, or a hub repo id). A pretrained model is found as Hugging Face
@@ -22,9 +23,10 @@ from pathlib import Path
 
 from ..errors import RunError, first_line
 from ..schema import HF_PREFIX, PRETRAINED, SCHEMA_VERSION, SHAPE_KEYS, TRAINING_ONLY_KEYS, format_value
-from .checkpoint import clean_state_dict, load_checkpoint, load_trainer_state
-from .files import CHECKPOINT_NAME
+from .checkpoint import checkpoint_file, clean_state_dict, latest_checkpoint, load_checkpoint
+from .files import CHECKPOINT_NAME, SHARDED_NAME
 from .model import ModelArgs
+from .saves import load_trainer_state
 
 POSITIONS = "transformer.wpe.weight"  # the learned position table, cropped to a smaller block_size
 _PATTERNS = ["config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
@@ -44,22 +46,27 @@ class Source:
     meta: dict | None = None  # the tokenizer that comes with the weights, when known
 
 
-def open_source(init_from: str, own: Path) -> Source | None:
-    """The weights init_from names (None for scratch); own is the run's out_dir/ckpt.pt."""
+def open_source(init_from: str, out_dir: Path) -> Source | None:
+    """The weights init_from names (None for scratch); out_dir is the run's, whose latest checkpoint
+    (ckpt.pt or ckpt.sharded) init_from=resume continues."""
     if init_from == "scratch":
         return None
     if init_from in PRETRAINED or init_from.startswith(HF_PREFIX):
         return _pretrained(init_from)
+    own = latest_checkpoint(out_dir)
     if init_from == "resume":
-        if not own.exists():
-            raise RunError(f"init_from=resume but {own} does not exist (out_dir={own.parent}); "
-                           "point out_dir at the run to continue, or start one with init_from=scratch")
+        if own is None:
+            raise RunError(f"init_from=resume but {out_dir / CHECKPOINT_NAME} does not exist, nor {SHARDED_NAME} "
+                           f"(out_dir={out_dir}); point out_dir at the run to continue, or start one with "
+                           "init_from=scratch")
         path, kind = own, "resume"
     else:
         path = Path(init_from).expanduser()
-        path = path / CHECKPOINT_NAME if path.is_dir() and (path / CHECKPOINT_NAME).exists() else path
-        kind = "resume" if own.exists() and path.exists() and path.resolve() == own.resolve() else "checkpoint"
-    ckpt = load_checkpoint(path, map_location="cpu")
+        if path.is_dir():
+            path = checkpoint_file(path)
+        kind = "resume" if own is not None and path.exists() and path.resolve() == own.resolve() else "checkpoint"
+    # a sharded checkpoint being resumed loads into each rank's shards later; whole weights are read now
+    ckpt = load_checkpoint(path, map_location="cpu", weights=kind == "checkpoint")
     if "model_args" not in ckpt:
         raise RunError(f"{path} has no model_args, so its model cannot be rebuilt; use a ckpt.pt written by slo "
                        "or nanoGPT")
@@ -139,25 +146,35 @@ def weights_for(source: Source, block_size: int) -> dict:
     return state
 
 
-def restore(trainer, source: Source | None) -> bool:
-    """Start trainer from source (its weights, and for resume its optimizer, progress, data
-    position and random states); True when it resumes a run."""
-    own = trainer.checkpoint_path
+def load_weights(trainer, source: Source | None) -> None:
+    """The source's whole weights into the trainer's model, before it is sharded (a sharded checkpoint
+    being resumed loads later, into the shards: ``restore``)."""
     if source is None:
-        if own.exists() and trainer.master and not trainer.train_cfg.eval_only:
-            trainer.say(f"note: {own} exists; this run (init_from=scratch) replaces it at its first "
-                        "checkpoint (init_from=resume would continue it)")
-        return False
+        return
     if source.ckpt is not None:
         version = source.ckpt.get("schema_version", SCHEMA_VERSION)
         if isinstance(version, int) and version > SCHEMA_VERSION:
             raise RunError(f"{source.path} was written by a newer slo (schema {version}, this one reads up to "
                            f"{SCHEMA_VERSION}); upgrade slo")
+        if source.kind == "resume" and source.ckpt.get("sharded"):
+            return
     try:
         trainer.raw_model.load_state_dict(weights_for(source, trainer.args.block_size))
     except RuntimeError as e:
         raise RunError(f"the weights of {source.name} do not fit the model ({first_line(e)}); they were "
                        "made by another program or a damaged file") from None
+
+
+def restore(trainer, source: Source | None) -> bool:
+    """Continue a run from source (for resume: its optimizer, progress, data position and random
+    states, and a sharded checkpoint's weights), once the model has its weights and its optimizer;
+    True when it resumes a run."""
+    if source is None:
+        own = latest_checkpoint(trainer.out_dir)
+        if own is not None and trainer.master and not trainer.train_cfg.eval_only:
+            trainer.say(f"note: {own} exists; this run (init_from=scratch) replaces it at its first "
+                        "checkpoint (init_from=resume would continue it)")
+        return False
     if source.kind == "resume":
         load_trainer_state(trainer, source.ckpt)
         trainer.say(f"resuming {source.path} at iter {trainer.progress.iter_num}")

@@ -27,19 +27,19 @@ import torch
 from .. import dumps
 from ..errors import RunError
 from .batches import Batches
-from .checkpoint import Progress, kept_checkpoint, save_due, save_trainer, trainer_state
+from .saves import Progress, kept_checkpoint, save_due, save_trainer, trainer_state
 from .corpus import ensure_builtin
 from .dataset import META_JSON, open_dataset
-from .device import (autocast, compile_failure_message, configure_backends, is_allocation_failure, maybe_compile,
-                     memory_mb, peak_flops, pick_device, pick_dtype)
-from .files import CHECKPOINT_NAME, CONFIG_JSON, EXPLAIN_NAME, ORIGINS_JSON
-from .pretrained import adopt_shape, open_source, restore, weights_tokenizer
+from .evaluation import eval_losses
+from .device import (autocast, compile_failure_message, configure_backends, is_allocation_failure, memory_mb,
+                     peak_flops, pick_device, pick_dtype, will_compile)
+from .files import CHECKPOINT_NAME, CONFIG_JSON, EXPLAIN_NAME, ORIGINS_JSON, SHARDED_NAME
+from .pretrained import adopt_shape, load_weights, open_source, restore, weights_tokenizer
 from .metrics import RunLog, console_print, format_eval_line, format_train_line
 from .model import DEFAULT_VOCAB_SIZE, ModelArgs, build_model
-from .optim import Schedule, make_optimizer, optimizer_name, set_lr
-from .parallel import check_world, collectives, compile_failure_in_group, rank_device
+from .optim import Schedule, held_mb, make_optimizer, optimizer_name, set_lr
+from .parallel import check_world, collectives, compile_failure_in_group, loss_scaler, rank_device
 
-EVAL_SEED_OFFSET = 1_000_003  # evaluation batches get their own stream, the same at every evaluation
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -58,7 +58,7 @@ class TrainResult:
 
 class Trainer:
     def __init__(self, cfg, *, rank: int = 0, world_size: int = 1, local_rank: int = 0, stream=None):
-        source = open_source(cfg.train.init_from, Path(cfg.logging.out_dir).expanduser() / CHECKPOINT_NAME)
+        source = open_source(cfg.train.init_from, Path(cfg.logging.out_dir).expanduser())
         if source is not None:
             cfg = adopt_shape(cfg, source)  # the weights decide the shape keys the config leaves alone
         self.cfg = cfg
@@ -82,8 +82,8 @@ class Trainer:
 
         self.device = rank_device(pick_device(cfg.system.device), local_rank, world_size)
         configure_backends(self.device)
-        self.group = collectives(world_size, self.device, cfg.ddp)
         self.dtype = pick_dtype(cfg.system.dtype, self.device)
+        self.group = collectives(world_size, self.device, cfg.ddp, self.dtype)
         seed = self.train_cfg.seed + rank
         torch.manual_seed(seed)
         random.seed(seed)
@@ -94,23 +94,41 @@ class Trainer:
         vocab_size = cfg.model.vocab_size or self.dataset.vocab_size or DEFAULT_VOCAB_SIZE
         self.args = ModelArgs.from_config(cfg, vocab_size)
         self.raw_model = build_model(self.args, self.device, batch_size=self.data_cfg.batch_size)
-        self.optimizer, self.optimizer_kind = make_optimizer(self.raw_model, self.train_cfg, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        load_weights(self, source)  # whole, before they are sharded
+        self.compiled = will_compile(cfg.system.compile, self.device, say=self.say)
+        # strategy=fsdp: each block compiled, then sharded (PyTorch's order); the model is used unwrapped
+        self.group.shard(self.raw_model, compile_blocks=self.compiled)
+        float16 = self.dtype == torch.float16
+        # the fused AdamW kernel does not take the sharded loss scaler's overflow flag
+        self.optimizer, self.optimizer_kind = make_optimizer(self.raw_model, self.train_cfg, self.device,
+                                                             fused=not (float16 and self.group.shards))
+        self.scaler = loss_scaler(self.device, float16, self.group.shards)
         self.schedule = Schedule.from_config(self.train_cfg, cfg.lr_schedule)
         self.batches = Batches(self.dataset.train, self.data_cfg.batch_size, self.data_cfg.block_size,
                                self.device, seed=self.train_cfg.seed, rank=rank, vocab_size=vocab_size,
                                name=f"{self.dataset.path}'s train split")
         self.progress = Progress()
         self._peak_flops: float | None = None
-        self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
+        self.checkpoint_path = self.out_dir / {"sharded": SHARDED_NAME}.get(self.log_cfg.checkpoint_format, CHECKPOINT_NAME)
         self.resumed = restore(self, source)
         self.weights_meta = weights_tokenizer(source, self.dataset.meta, self.say)
         del source  # its weights are the model's now
-        if world_size == 1 and (cfg.ddp.nproc_per_node or 1) > 1:
-            self.say(f"note: nproc_per_node={cfg.ddp.nproc_per_node} is not used by this trainer: one process "
-                     f"runs all {accumulation} micro-steps of each step (slo train starts the processes)")
-        self.model = maybe_compile(self.raw_model, cfg.system.compile, self.device, say=self.say)
+        self._say_idle_keys()
+        compile_whole = self.compiled and not self.group.shards
+        self.model = torch.compile(self.raw_model) if compile_whole else self.raw_model
         self.train_model = self.group.wrap(self.model)  # compiled, then wrapped in DDP (nanoGPT's order)
+
+    def _say_idle_keys(self) -> None:
+        """A line for each DDP key this run cannot act on."""
+        ddp, accumulation = self.cfg.ddp, self.data_cfg.gradient_accumulation_steps
+        if self.world_size == 1 and (ddp.nproc_per_node or 1) > 1:
+            self.say(f"note: nproc_per_node={ddp.nproc_per_node} is not used by this trainer: one process "
+                     f"runs all {accumulation} micro-steps of each step (slo train starts the processes)")
+        if ddp.strategy == "fsdp" and self.world_size == 1:
+            self.say("warning: strategy=fsdp with one process shards nothing: the model, its gradients and "
+                     "optimizer state stay whole in this process; start two or more (nproc_per_node, torchrun)")
+        if ddp.fsdp_cpu_offload and self.device.type == "cpu":
+            self.say("note: fsdp_cpu_offload=True: this run is on the CPU already, so nothing is offloaded")
 
     # ------------------------------------------------------------ console
 
@@ -124,11 +142,12 @@ class Trainer:
 
     def describe(self) -> str:
         a, d = self.args, self.data_cfg
-        compiled = "compiled" if self.model is not self.raw_model else "not compiled"
+        compiled = "compiled" if self.compiled else "not compiled"
+        sharded = f", fsdp over {self.world_size} rank{'s' if self.world_size > 1 else ''}" if self.group.shards else ""
         return "\n".join((
             f"model: {self.raw_model.num_params() / 1e6:.2f}M parameters ({a.n_layer} layers, {a.n_head} heads, "
             f"{a.n_embd} wide, vocab {a.vocab_size}, block {a.block_size})",
-            f"run: {self.device}, {str(self.dtype).removeprefix('torch.')}, {compiled}, "
+            f"run: {self.device}, {str(self.dtype).removeprefix('torch.')}, {compiled}{sharded}, "
             f"{optimizer_name(self.train_cfg, self.optimizer_kind)} | "
             f"{self.tokens_per_iter:,} tokens per step (batch {d.batch_size} x block {d.block_size} x "
             f"accumulation {d.gradient_accumulation_steps})",
@@ -184,7 +203,8 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         if self.train_cfg.grad_clip <= 0:
             return None
-        return torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.train_cfg.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.train_cfg.grad_clip)
+        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # a DTensor under strategy=fsdp
 
     def optimizer_step(self) -> None:
         self.scaler.step(self.optimizer)
@@ -242,7 +262,7 @@ class Trainer:
     def _guarded(self, mode: str, step):
         """step(), and when it is the first compiled call in this mode and compilation fails,
         a message and step() again without torch.compile, on the same batches and random state."""
-        if self.model is self.raw_model or mode in self._compile_proven:
+        if not self.compiled or mode in self._compile_proven:
             return step()
         rng_state = torch.get_rng_state()
         try:
@@ -254,6 +274,7 @@ class Trainer:
                 raise compile_failure_in_group(e) from e
             self.say(compile_failure_message(e))
             self.model = self.train_model = self.raw_model
+            self.compiled = False
             self.optimizer.zero_grad(set_to_none=True)
             torch.set_rng_state(rng_state)
             return step()
@@ -264,37 +285,19 @@ class Trainer:
     def evaluate(self) -> dict[str, float] | None:
         """Mean loss over eval_iters batches of each split; the same batches at every evaluation.
         None when a stop signal arrives meanwhile. Rank 0 evaluates (with the model outside DDP,
-        whose forward the other ranks would have to join) and the others receive its numbers."""
+        whose forward the other ranks would have to join) and the others receive its numbers.
+        Where every rank holds a shard of the model, the ranks share the batches instead."""
         losses = None
-        if self.master:
+        if self.master or self.group.shards:
             self.model.eval()
             try:
                 losses = self._guarded("eval", self._evaluate_splits)
             finally:
                 self.model.train()
-        return self.group.from_master(losses)
+        return losses if self.group.shards else self.group.from_master(losses)
 
     def _evaluate_splits(self) -> dict[str, float] | None:
-        out = {}
-        for index, (split, tokens) in enumerate((("train", self.dataset.train), ("val", self.dataset.val))):
-            batches = Batches(tokens, self.data_cfg.batch_size, self.data_cfg.block_size, self.device,
-                              seed=self.train_cfg.seed + EVAL_SEED_OFFSET + index, rank=self.rank,
-                              vocab_size=self.args.vocab_size, name=f"{self.dataset.path}'s {split} split")
-            total = torch.zeros((), device=self.device)
-            for _ in range(self.log_cfg.eval_iters):
-                if self.stop_signal is not None:
-                    return None
-                x, y = batches.next()
-                with autocast(self.device, self.dtype):
-                    _, loss = self.model(x, y)
-                total += loss.float()
-            out[split] = (total / self.log_cfg.eval_iters).item()
-        bad = {k: v for k, v in out.items() if not math.isfinite(v)}
-        if bad:
-            raise RunError(f"the {' and '.join(bad)} loss is {list(bad.values())[0]} at the evaluation of iter "
-                           f"{self.progress.iter_num}; nothing was saved. {kept_checkpoint(self)} "
-                           "Try a lower learning_rate or dtype=float32")
-        return out
+        return eval_losses(self)
 
     # ------------------------------------------------------------ the loop
 
@@ -416,7 +419,7 @@ class Trainer:
                 self._peak_flops = peak_flops(self.device, self.dtype)
             mfu = self.raw_model.flops_per_token() * tokens_per_s / (self._peak_flops * self.world_size)
         rec = {"iter": step, "tokens": (step + 1) * self.tokens_per_iter, "loss": loss, "lr": lr,
-               "tokens_per_s": tokens_per_s, "mfu": mfu, "memory_mb": memory_mb(self.device),
+               "tokens_per_s": tokens_per_s, "mfu": mfu, "memory_mb": memory_mb(self.device), "state_mb": held_mb(self.raw_model, self.optimizer),
                "ms_per_iter": 1000 * seconds / iters, "time": elapsed}
         self.log.record(rec)
         self.say(format_train_line(rec))

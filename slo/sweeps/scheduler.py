@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RunError
-from ..runner.files import CHECKPOINT_NAME, METRICS_NAME, read_records
+from ..runner.files import CHECKPOINT_NAME, METRICS_NAME, SHARDED_NAME, read_records
 from ..runner.manifest import Manifest, TrialRecord, write_manifest
 
 LOG_NAME = "train.log"  # a trial's console output, in its folder
@@ -85,7 +85,8 @@ class Scheduler:
 
     def _start(self, record: TrialRecord, target: int, n: int, total: int) -> None:
         trial_dir = self.folder / record.name
-        resume = (trial_dir / CHECKPOINT_NAME).is_file() and record.status != "pending"
+        saved = (trial_dir / CHECKPOINT_NAME).is_file() or (trial_dir / SHARDED_NAME).is_dir()
+        resume = saved and record.status != "pending"
         args = self.command + ["--trial", record.name] + (["--init_from=resume"] if resume else [])
         if target < record_max_iters(self.manifest, record):
             args.append(f"--stop_iter={target}")
