@@ -245,15 +245,17 @@ class Sharded(DataParallel):
     def load_optimizer(self, optimizer, state: dict) -> None:
         from torch.distributed.tensor import distribute_tensor
 
+        def this_slice(value, p):  # of each tensor of its parameter's shape; the rest as it is
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape == p.shape:
+                return distribute_tensor(value, p.device_mesh, p.placements, src_data_rank=None)
+            return value
+
         params = [p for group in optimizer.param_groups for p in group["params"]]
         sliced = {}
         for index, values in state.get("state", {}).items():
-            p = params[index] if isinstance(index, int) and 0 <= index < len(params) else None
-            sliced[index] = {  # this rank's slice of each tensor of its parameter's shape
-                k: distribute_tensor(v, p.device_mesh, p.placements, src_data_rank=None)
-                if p is not None and isinstance(v, torch.Tensor) and v.dim() and v.shape == p.shape else v
-                for k, v in values.items()} if isinstance(values, dict) else values
-        optimizer.load_state_dict({**state, "state": sliced})
+            known = isinstance(index, int) and 0 <= index < len(params) and isinstance(values, dict)
+            sliced[index] = {k: this_slice(v, params[index]) for k, v in values.items()} if known else values
+        optimizer.load_state_dict({**state, "state": sliced})  # it names what does not fit
 
 
 def loss_scaler(device: torch.device, float16: bool, sharded: bool):

@@ -61,9 +61,7 @@ def open_source(init_from: str, out_dir: Path) -> Source | None:
                            "init_from=scratch")
         path, kind = own, "resume"
     else:
-        path = Path(init_from).expanduser()
-        if path.is_dir():
-            path = checkpoint_file(path)
+        path = checkpoint_file(Path(init_from).expanduser())
         kind = "resume" if own is not None and path.exists() and path.resolve() == own.resolve() else "checkpoint"
     # a sharded checkpoint being resumed loads into each rank's shards later; whole weights are read now
     ckpt = load_checkpoint(path, map_location="cpu", weights=kind == "checkpoint")

@@ -69,20 +69,18 @@ def save_trainer(trainer) -> None:
     strategy=fsdp each one's shards). checkpoint_format=single: rank 0 writes ckpt.pt; sharded: each
     rank writes its shards into out_dir/ckpt.sharded, rank 0 the rest."""
     ranks = trainer.group.gather({"data": trainer.batches.state_dict(), "rng": get_rng_state()})
+    fields = None
+    if trainer.master:
+        fields = _run_fields(trainer)
+        if trainer.world_size > 1:
+            fields["ranks"] = ranks
     if trainer.log_cfg.checkpoint_format == "sharded":
-        fields = None
-        if trainer.master:
-            fields = _run_fields(trainer)
-            if trainer.world_size > 1:
-                fields["ranks"] = ranks
         sharded.save(trainer.checkpoint_path, trainer.raw_model, trainer.optimizer, fields, trainer.group,
                      save_checkpoint)
     else:
-        state = trainer_state(trainer)
+        model, optimizer = trainer.group.full_state(trainer.raw_model, trainer.optimizer)
         if trainer.master:
-            if trainer.world_size > 1:
-                state["ranks"] = ranks
-            save_checkpoint(trainer.checkpoint_path, state)
+            save_checkpoint(trainer.checkpoint_path, {"model": model, "optimizer": optimizer, **fields})
     trainer.progress.last_saved_iter = trainer.progress.iter_num
 
 
@@ -112,17 +110,18 @@ def load_trainer_state(trainer, ckpt: dict) -> None:
         if not isinstance(optimizer, dict):
             raise _bad_field("optimizer", optimizer, "an optimizer state dict")
         saved = saved_kind(optimizer)
-        load = lambda: trainer.group.load_optimizer(trainer.optimizer, optimizer)  # noqa: E731
     else:
         saved = "adamw"  # sharded checkpoints are written under strategy=fsdp, which takes AdamW only
-        load = lambda: _load_shards(trainer, Path(folder))  # noqa: E731
     if wanted != saved:
         raise RunError(f"the checkpoint's optimizer state is that of optimizer={saved} and this run has "
                        f"optimizer={wanted}: resume with optimizer={saved}, or start from its weights with a fresh "
                        "optimizer (init_from=PATH)")
     scales = [group.get("lr_scale") for group in trainer.optimizer.param_groups]
     try:
-        load()
+        if folder is None:
+            trainer.group.load_optimizer(trainer.optimizer, optimizer)
+        else:
+            _load_shards(trainer, Path(folder))
     except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as e:
         raise RunError(f"the checkpoint's optimizer state does not fit this model ({first_line(e)}); "
                        "start with init_from=scratch, or finetune with init_from=PATH") from None
