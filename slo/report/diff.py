@@ -65,7 +65,7 @@ def load_side(arg: str, letter: str, trust_py: bool = False) -> Side:
 
 
 def _config_side(arg: str, trust_py: bool) -> Side:
-    from .. import load
+    from ..resolve import load
 
     cfg = load(arg, trust_py=trust_py, trust_env=True)  # comparing runs nothing
     values = cfg.to_dict()

@@ -106,7 +106,7 @@ def config_path(name: str) -> Path:
 
 
 def benchmark(ns: argparse.Namespace, overrides: list[str]) -> dict:
-    from .. import load
+    from ..resolve import load
 
     configs = [config_path(c) for c in (ns.configs or SHIPPED_CONFIGS)]
     for path in configs:

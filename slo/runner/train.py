@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "train") -> No
 
 def run(ns: argparse.Namespace, rest: list[str]) -> int:
     """The `slo train` command; a ConfigError propagates to the caller, which prints it (exit 2)."""
-    from .. import load
+    from ..resolve import load
 
     files, overrides = split_overrides(ns.files + rest)
     trial = getattr(ns, "trial", None)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .. import dumps
+from ..dump import dumps
 from ..errors import RunError
 from .batches import Batches
 from .saves import Progress, kept_checkpoint, save_due, save_trainer, trainer_state

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "sweep") -> No
 
 
 def run(ns: argparse.Namespace, rest: list[str]) -> int:
-    from .. import load
+    from ..resolve import load
     from ..report.sweeps import format_sweep_table
 
     files, overrides = split_overrides(ns.files + rest)
