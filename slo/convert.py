@@ -1,7 +1,7 @@
-"""slo-convert: configs from one format to another (.config, .toml, .py).
+"""slo convert (or slo-convert): configs from one format to another (.config, .toml, .py).
 
-    slo-convert IN -o OUT [--flatten] [--trust-py]
-    slo-convert IN [IN ...] -o FOLDER --to config|toml|py [--flatten] [--trust-py]
+    slo convert IN -o OUT [--flatten] [--trust-py]
+    slo convert IN [IN ...] -o FOLDER --to config|toml|py [--flatten] [--trust-py]
 
 OUT's extension picks the format (with a folder, --to does). Without
 --flatten the output keeps the input's FROM / extends and holds only the
@@ -33,7 +33,8 @@ import sys
 from dataclasses import dataclass
 
 from . import atomic
-from .command import EXIT_CONFIG_ERROR, EXIT_INTERRUPTED, EXIT_RUN_ERROR, print_warnings, report_config_error
+from .command import (EXIT_CONFIG_ERROR, EXIT_INTERRUPTED, EXIT_RUN_ERROR, add_trust_flags, parse_arguments,
+                      print_warnings, report_config_error)
 from .config import Config
 from .errors import ConfigError, RunError
 from .formats import FORMATS
@@ -48,11 +49,8 @@ from .statements import KEY, KEY_COL, LINE, QUOTE, VALUE, is_interpolated
 
 
 class UsageError(ValueError):
-    """The arguments ask for something slo-convert does not do."""
-
-
-class Unwritable(UsageError):
-    """The output's format cannot hold what the input says (a SWEEP in a .py); said in one line."""
+    """The arguments ask for something slo-convert does not do, or the output's format cannot hold what the
+    input says (a SWEEP in a .py); said in one line."""
 
 
 @dataclass
@@ -169,7 +167,7 @@ def document(c: Conversion, converted: dict[str, str], flatten: bool) -> Documen
 
 
 def refuse_unwritable_sweep(c: Conversion, flatten: bool) -> None:
-    """Unwritable when c's output cannot hold the SWEEP it would write: any in a .py (nanoGPT's configs
+    """UsageError when c's output cannot hold the SWEEP it would write: any in a .py (nanoGPT's configs
     have no sweeps), or a swept value the output's format cannot say (_unsayable)."""
     sweep, ext = c.config.sweep, _ext(c.real_output)
     if sweep is None:
@@ -177,13 +175,13 @@ def refuse_unwritable_sweep(c: Conversion, flatten: bool) -> None:
     d = sweep.definition
     places = [(a.item, a.path) for a in d.axes] + list(d.places.values())
     if ext == ".py":
-        raise Unwritable(f"{_place(*places[0])}: SWEEP cannot be written to {c.output}: a .py config (nanoGPT's) "
+        raise UsageError(f"{_place(*places[0])}: SWEEP cannot be written to {c.output}: a .py config (nanoGPT's) "
                          "has no sweeps; convert to .config or .toml, which keep it")
     written = None if flatten or c.source is None else {item[KEY] for item in c.source.sweep}
     for item, path in places[:len(d.axes)]:
         problem = _unsayable(item, ext) if written is None or item[KEY] in written else None
         if problem:
-            raise Unwritable(f"{_place(item, path)}: SWEEP {item[KEY]} {problem}")
+            raise UsageError(f"{_place(item, path)}: SWEEP {item[KEY]} {problem}")
 
 
 def _unsayable(item: tuple, ext: str) -> str | None:
@@ -322,34 +320,40 @@ def convert(inputs: list[str], output: str, *, to: str | None = None, flatten: b
     return conversions
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="slo-convert", description="Convert configs between .config, .toml and nanoGPT's .py.",
-        epilog="Without --flatten the output keeps FROM / extends; a .py output is always flat.")
+DESCRIPTION = "Convert configs between .config, .toml and nanoGPT's .py."
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str = "convert") -> None:
+    parser.epilog = "Without --flatten the output keeps FROM / extends; a .py output is always flat."
     parser.add_argument("inputs", nargs="+", metavar="IN", help="config files to convert")
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="the output file (its extension picks the format), or a folder with --to")
     parser.add_argument("--to", choices=("config", "toml", "py"), help="the format of the files written to a folder")
     parser.add_argument("--flatten", action="store_true", help="write every value set, with no FROM / extends")
-    parser.add_argument("--trust-py", action="store_true",
-                        help="run .py configs as Python, as nanoGPT does (only for files you trust)")
-    return parser
+    add_trust_flags(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(argv)
+    """slo-convert, the same as slo convert."""
+    parser = argparse.ArgumentParser(prog="slo-convert", description=DESCRIPTION, allow_abbrev=False)
+    add_arguments(parser)
+    ns, rest = parse_arguments(parser, sys.argv[1:] if argv is None else argv, overrides=False)
+    ns.prog = parser.prog
+    return run(ns, rest)
+
+
+def run(ns: argparse.Namespace, rest: list[str]) -> int:
+    """slo convert (and slo-convert); --trust-env is taken for the habit: a conversion runs nothing."""
+    prog = getattr(ns, "prog", "slo convert")
     try:
         conversions = convert(ns.inputs, ns.output, to=ns.to, flatten=ns.flatten, trust_py=ns.trust_py)
     except ConfigError as e:
         return report_config_error(e)
     except UsageError as e:
-        if not isinstance(e, Unwritable):
-            parser.print_usage(sys.stderr)
-        print(f"slo-convert: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     except RunError as e:
-        print(f"slo-convert: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_RUN_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -163,7 +163,7 @@ def test_docs_keys_md_is_generated_from_the_schema():
 
 def test_arguments_a_command_does_not_take_are_errors(files, slo_cli):
     r = slo_cli("keys", "extra", cwd=files)
-    assert r.returncode == 2 and "unexpected arguments: extra" in r.stderr and not r.stdout
+    assert r.returncode == 2 and "slo keys: error: unrecognized arguments: extra" in r.stderr and not r.stdout
     r = slo_cli("show", "good.config", "--explain", "--format", "py", cwd=files)
     assert r.returncode == 2 and "--explain" in r.stderr and not r.stdout
 

@@ -10,9 +10,8 @@ imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from ..errors import RunError
+from ..command import add_trust_flags
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
@@ -44,8 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         parser.add_argument("a", metavar="A", help="a config file (.config, .toml, .py), a run's out_dir, "
                                                    "a config.json or a ckpt.pt")
         parser.add_argument("b", metavar="B", help="the same kinds as A")
-        parser.add_argument("--trust-py", action="store_true",
-                            help="run .py configs as Python, as nanoGPT does (only for files you trust)")
+        add_trust_flags(parser)  # --trust-env for the habit: comparing runs nothing
         parser.add_argument("--all", action="store_true",
                             help="also show keys that are at their default, or absent, on both sides; for two "
                                  "trials of one sweep, every key that differs, not only the swept ones")
@@ -54,14 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 
 def run(ns: argparse.Namespace, rest: list[str]) -> int:
     if ns.command == "diff":
-        from .diff import EXIT_TROUBLE, run_command
+        from .diff import run_command
 
-        if rest:
-            print(f"error: unexpected arguments: {' '.join(rest)} (slo diff takes two configs or runs)", file=sys.stderr)
-            return EXIT_TROUBLE
         return run_command(ns)
-    if rest:
-        raise RunError(f"unexpected arguments: {' '.join(rest)}; see slo {ns.command} --help")
     if ns.command == "plot":
         from .plot import run_command
     else:

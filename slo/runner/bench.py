@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..command import add_trust_flags
 from ..errors import RunError
 
 SHIPPED_CONFIGS = ("small", "standard", "large")
@@ -47,17 +48,18 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "bench") -> No
                         help="torch.compile for both sides (default: as the config says)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    add_trust_flags(parser)
     parser.epilog = "Other overrides: --key=value, applied to every config (e.g. --device=cpu --dataset=builtin)."
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of benchmarks/bench_train.py."""
-    from ..command import report_config_error
+    from ..command import parse_arguments, report_config_error
     from ..errors import ConfigError
 
     parser = argparse.ArgumentParser(prog="slo bench", description=__doc__.split("\n")[0], allow_abbrev=False)
     add_arguments(parser)
-    ns, rest = parser.parse_known_args(argv)
+    ns, rest = parse_arguments(parser, sys.argv[1:] if argv is None else argv, overrides=True)
     try:
         return run(ns, rest)
     except ConfigError as e:
@@ -120,7 +122,8 @@ def benchmark(ns: argparse.Namespace, overrides: list[str]) -> dict:
         extra += [f"--{k}={getattr(ns, k)}" for k in ("batch_size", "block_size") if getattr(ns, k) is not None]
         if ns.compile != "config":
             extra.append(f"--compile={ns.compile == 'on'}")
-        loaded.append((path, load(path, overrides=[*overrides, *extra])))
+        loaded.append((path, load(path, overrides=[*overrides, *extra], trust_py=ns.trust_py,
+                                  trust_env=ns.trust_env)))
         os.environ.update(loaded[-1][1].env)
 
     import torch

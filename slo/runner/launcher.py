@@ -35,7 +35,7 @@ from .files import read_json
 from .lock import RunLock
 from .parallel import (Placement, check_world, collective_timeout, communication_failure, join_group, pick_backend,
                        rank_device, torchrun_placement)
-from .trainer import Trainer
+from .trainer import Trainer, TrainResult
 
 GRACE_S = 5.0  # after a rank fails, how long the others get to exit on SIGTERM before SIGKILL
 POLL_S = 0.2
@@ -91,10 +91,19 @@ def train_processes(cfg) -> int:
         except RunError as e:
             raise RunError(f"rank {placement.rank}: {e}") from None
     nproc = processes_per_node(cfg)
+    if nproc == 1:
+        return train_in_process(cfg).exit_status
     with run_lock(cfg):
-        if nproc > 1:
-            return launch(cfg, nproc)
-        return Trainer(cfg).train().exit_status
+        return launch(cfg, nproc)
+
+
+def train_in_process(cfg) -> TrainResult:
+    """Train in this process, holding out_dir's lock throughout; RunError for a run that needs more processes."""
+    if torchrun_placement() is not None or processes_per_node(cfg) > 1:
+        raise RunError(f"this run wants {processes_per_node(cfg)} processes (or runs under torchrun), and slo.train "
+                       "trains in the calling process: run it with slo train, or set nproc_per_node=1")
+    with run_lock(cfg):
+        return Trainer(cfg).train()
 
 
 def run_lock(cfg, take: bool = True):

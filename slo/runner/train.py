@@ -13,17 +13,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from ..command import EXIT_INTERRUPTED, EXIT_RUN_ERROR, print_warnings, report_config_error, split_overrides
+from ..command import (EXIT_INTERRUPTED, EXIT_RUN_ERROR, add_trust_flags, parse_arguments, print_warnings,
+                       report_config_error, split_overrides)
 from ..errors import ConfigError, Diagnostic, RunError
 from ..statements import LINE, VALUE_COL
+
+if TYPE_CHECKING:
+    from .trainer import TrainResult
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str = "train") -> None:
     parser.add_argument("files", nargs="*", metavar="FILE", help="config files (.config, .toml, .py), merged left to right")
-    parser.add_argument("--trust-env", action="store_true",
-                        help="let ENV set variables that choose which code runs, such as PYTHONPATH or LD_PRELOAD "
-                             "(only for configs you trust)")
+    add_trust_flags(parser)
     if command == "train":
         parser.add_argument("--trial", metavar="NAME",
                             help="of a config with SWEEP: train this trial (as slo sweep names it) in its folder "
@@ -39,7 +42,7 @@ def run(ns: argparse.Namespace, rest: list[str]) -> int:
 
     files, overrides = split_overrides(ns.files + rest)
     trial = getattr(ns, "trial", None)
-    cfg = load(*files, overrides=overrides, trust_env=ns.trust_env, sweep=trial is not None)
+    cfg = load(*files, overrides=overrides, trust_py=ns.trust_py, trust_env=ns.trust_env, sweep=trial is not None)
     return train_config(pick_trial(cfg, trial, files))
 
 
@@ -59,6 +62,22 @@ def pick_trial(cfg, name: str | None, files: list[str]):
         raise ConfigError(f"--trial {name}: no such trial; the trials are: " + ", ".join(
             t.name for t in cfg.sweep.trials[:20]) + (" ..." if len(cfg.sweep.trials) > 20 else ""))
     return trial.config
+
+
+def train(cfg) -> TrainResult:
+    """Train a Config (from slo.load or slo.loads) in this process, as slo train does, and return its result.
+
+    The config's ENV goes into os.environ first. RunError on a run-time problem, ConfigError for a config
+    with SWEEP (train one of its trials: ``slo.train(cfg.sweep.trial(name).config)``).
+    """
+    from .launcher import train_in_process
+
+    if cfg.sweep is not None:
+        raise ConfigError(f"this config sweeps {', '.join(cfg.sweep.keys)} ({len(cfg.sweep.trials)} trials): "
+                          "train one with slo.train(cfg.sweep.trial(name).config), or all with slo sweep")
+    os.environ.update(cfg.env)
+    print_warnings(cfg)
+    return train_in_process(cfg)
 
 
 def train_config(cfg) -> int:
@@ -82,7 +101,7 @@ def main(argv: list[str] | None = None, prog: str = "slo train") -> int:
     """Entry point of ``python -m slo.runner`` and ``python train.py``."""
     parser = argparse.ArgumentParser(prog=prog, description="Train a GPT from config files.", allow_abbrev=False)
     add_arguments(parser)
-    ns, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    ns, rest = parse_arguments(parser, sys.argv[1:] if argv is None else argv, overrides=True)
     try:
         return run(ns, rest)
     except ConfigError as e:
