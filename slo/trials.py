@@ -28,7 +28,8 @@ from .statements import BARE, KEY, KEY_COL, LINE, QUOTE, VALUE, VALUE_COL
 
 SETTINGS = {"trials": (1, 100_000), "seed": (0, MAX_SEED), "halving": (2, 100), "rungs": (1, 10)}
 MAX_TRIALS = 100_000  # a grid larger than this is refused
-MAX_NAME = 200  # characters of a trial's folder name; longer ones are cut and numbered
+MAX_NAME = 200  # bytes (UTF-8) of a trial's folder name, under the 255 of most file systems; longer ones are
+# cut and numbered
 _RANGE = re.compile(r"(log|uniform|int)\((.*)\)\Z", re.DOTALL)
 _DIGITS = 3  # significant digits of a drawn float
 
@@ -274,16 +275,28 @@ def plan(d: Definition) -> tuple[list[tuple[str, dict]], str | None]:
         if problem:
             return [], problem
     varied = [i for i, a in enumerate(d.axes) if a.kind != "list" or len(a.choices) > 1] or list(range(len(d.axes)))
-    names: dict[str, int] = {}
+    names = _unique_names([_name([(d.axes[i].key, combo[i]) for i in varied]) for combo in combos])
+    return [(name, {a.key: item for a, item in zip(d.axes, combo)}) for name, combo in zip(names, combos)], None
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """names, each one met again (equal after making it a folder name, or cut short) numbered
+    ``name~2``, ``name~3``, ...: the first number that is no other trial's name, as written or numbered."""
+    taken = set(names)
+    used: set[str] = set()
+    tried: dict[str, int] = {}  # name -> the last number tried for it
     out = []
-    for combo in combos:
-        name = _name([(d.axes[i].key, combo[i]) for i in varied])
-        if name in names:  # equal after making it a folder name, or cut short
-            names[name] += 1
-            name = f"{name}~{names[name]}"
-        names.setdefault(name, 1)
-        out.append((name, {a.key: item for a, item in zip(d.axes, combo)}))
-    return out, None
+    for name in names:
+        if name in used:
+            n = tried.get(name, 1) + 1
+            while f"{name}~{n}" in taken:
+                n += 1
+            tried[name] = n
+            name = f"{name}~{n}"
+            taken.add(name)
+        used.add(name)
+        out.append(name)
+    return out
 
 
 def _draw(d: Definition) -> tuple[list[tuple], str | None]:
@@ -337,4 +350,5 @@ def _name(pairs: list[tuple[str, tuple]]) -> str:
     name = re.sub(r"[/\\\x00-\x1f]", "_", ",".join(parts))
     if name.startswith("."):
         name = "_" + name[1:]
-    return name if len(name) <= MAX_NAME else name[:MAX_NAME - 3] + "..."
+    raw = name.encode("utf-8", "surrogatepass")
+    return name if len(raw) <= MAX_NAME else raw[:MAX_NAME - 3].decode("utf-8", "ignore") + "..."

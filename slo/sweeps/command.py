@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ..command import print_warnings, split_overrides
 from ..errors import ConfigError, RunError
 from ..runner.files import METRICS_NAME
 from ..runner.manifest import Manifest, TrialRecord, read_manifest, write_manifest
+from ..schema import format_value
 from .scheduler import Scheduler, python_command, read_progress, rung_target
 
 MAX_CHANGES = 8  # changes of a sweep's definition named in the refusal
@@ -108,6 +110,7 @@ def _text(value) -> str:
 def open_manifest(folder: Path, cfg, files: list[str], overrides: list[str], force: bool) -> Manifest:
     """The folder's manifest for this sweep: the one there when its definition is this one, else a new one
     (over a different one only with force, keeping nothing of it)."""
+    own_folders(cfg.sweep.trials)
     new = definition(cfg, files, overrides)
     old = read_manifest(folder)
     if old is not None:
@@ -123,6 +126,18 @@ def open_manifest(folder: Path, cfg, files: list[str], overrides: list[str], for
     manifest = Manifest(new, [TrialRecord(t.name, _plain(t.values)) for t in cfg.sweep.trials])
     write_manifest(folder, manifest)
     return manifest
+
+
+def own_folders(trials) -> None:
+    """RunError when two trials share a name or a run folder (one would train over the other)."""
+    seen: dict = {}
+    for trial in trials:
+        for key in (("name", trial.name), ("folder", os.path.normpath(trial.config["out_dir"]))):
+            other = seen.setdefault(key, trial)
+            if other is not trial:
+                values = [", ".join(f"{k}={format_value(v)}" for k, v in t.values.items()) for t in (other, trial)]
+                raise RunError(f"the trials of {values[0]} and of {values[1]} would both run in "
+                               f"{trial.config['out_dir']}: sweep values that differ in their folder names")
 
 
 def _plain(values: dict) -> dict:
