@@ -14,10 +14,9 @@ import argparse
 import os
 import sys
 
-from .command import (EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_RUN_ERROR, OVERRIDES_EPILOG,
-                      add_trust_flags, parse_arguments, print_warnings, report_config_error, split_overrides)
+from .command import OVERRIDES_EPILOG, add_trust_flags, parse_arguments, print_warnings, run_parsed, split_overrides
 from . import __version__
-from .errors import ConfigError, RunError
+from .errors import ConfigError
 
 # name -> (module, one line of help). Each module has add_arguments(parser, name) and run(ns, rest) -> exit
 # status, and imports torch only inside run().
@@ -180,18 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     import importlib
 
     ns, rest = parse(list(sys.argv[1:] if argv is None else argv))
-    try:
-        return importlib.import_module(COMMANDS[ns.command][0]).run(ns, rest)
-    except ConfigError as e:
-        return report_config_error(e)
-    except RunError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_RUN_ERROR
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:  # the reader went away (slo keys | head): stop quietly, as other tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
+    return run_parsed(importlib.import_module(COMMANDS[ns.command][0]).run, ns, rest)
 
 
 if __name__ == "__main__":

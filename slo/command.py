@@ -7,9 +7,10 @@ nothing of theirs, so they stay above it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from .errors import ConfigError
+from .errors import ConfigError, RunError, UsageError
 
 EXIT_OK = 0
 EXIT_RUN_ERROR = 1
@@ -41,6 +42,32 @@ def parse_arguments(parser: argparse.ArgumentParser, argv: list[str], overrides:
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return ns, rest
+
+
+def run_parsed(run, ns: argparse.Namespace, rest: list[str]) -> int:
+    """run(ns, rest), every way it can end turned into its exit status (the table in EXIT_*), no traceback."""
+    try:
+        return run(ns, rest)
+    except ConfigError as e:
+        return report_config_error(e)
+    except UsageError as e:
+        print(f"{ns.prog}: error: {e}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_RUN_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (slo keys | head): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def main_of(parser: argparse.ArgumentParser, run, argv: list[str] | None, overrides: bool) -> int:
+    """A command's own entry point (python -m slo.runner, slo-convert, ...): parse strictly, then run_parsed."""
+    ns, rest = parse_arguments(parser, sys.argv[1:] if argv is None else argv, overrides)
+    ns.prog = parser.prog
+    return run_parsed(run, ns, rest)
 
 
 def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:

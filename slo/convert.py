@@ -33,10 +33,10 @@ import sys
 from dataclasses import dataclass
 
 from . import atomic
-from .command import (EXIT_CONFIG_ERROR, EXIT_INTERRUPTED, EXIT_RUN_ERROR, add_trust_flags, parse_arguments,
+from .command import (EXIT_CONFIG_ERROR, EXIT_INTERRUPTED, EXIT_RUN_ERROR, add_trust_flags, main_of,
                       print_warnings, report_config_error)
 from .config import Config
-from .errors import ConfigError, RunError
+from .errors import ConfigError, RunError, UsageError
 from .formats import FORMATS
 from .formats.comments import Comments
 from .formats.document import Document, Interpolated, from_config, sweep_entry, sweep_text, swept_keys
@@ -46,11 +46,6 @@ from .resolve import load, load_with_files
 from .schema import format_value
 from .source import Source
 from .statements import KEY, KEY_COL, LINE, QUOTE, VALUE, is_interpolated
-
-
-class UsageError(ValueError):
-    """The arguments ask for something slo-convert does not do, or the output's format cannot hold what the
-    input says (a SWEEP in a .py); said in one line."""
 
 
 @dataclass
@@ -337,9 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     """slo-convert, the same as slo convert."""
     parser = argparse.ArgumentParser(prog="slo-convert", description=DESCRIPTION, allow_abbrev=False)
     add_arguments(parser)
-    ns, rest = parse_arguments(parser, sys.argv[1:] if argv is None else argv, overrides=False)
-    ns.prog = parser.prog
-    return run(ns, rest)
+    return main_of(parser, run, argv, overrides=False)
 
 
 def run(ns: argparse.Namespace, rest: list[str]) -> int:

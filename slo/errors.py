@@ -83,6 +83,12 @@ class RunError(Exception):
     """
 
 
+class UsageError(Exception):
+    """A command's arguments cannot be acted on (a flag's value out of range, two flags that exclude each
+    other). Entry points print it as argparse prints a usage error, in one line, and exit with status 2.
+    """
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's text, "" when it has none: what a one-line error shows of it."""
     text = str(error).strip()

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from ..command import add_trust_flags
-from ..errors import RunError
+from ..errors import RunError, UsageError
 
 SHIPPED_CONFIGS = ("small", "standard", "large")
 PHASES = ("data", "forward_backward", "optimizer")
@@ -54,16 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "bench") -> No
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of benchmarks/bench_train.py."""
-    from ..command import parse_arguments, report_config_error
-    from ..errors import ConfigError
+    from ..command import main_of
 
     parser = argparse.ArgumentParser(prog="slo bench", description=__doc__.split("\n")[0], allow_abbrev=False)
     add_arguments(parser)
-    ns, rest = parse_arguments(parser, sys.argv[1:] if argv is None else argv, overrides=True)
-    try:
-        return run(ns, rest)
-    except ConfigError as e:
-        return report_config_error(e)
+    return main_of(parser, run, argv, overrides=True)
 
 
 def run(ns: argparse.Namespace, rest: list[str]) -> int:
@@ -115,7 +110,7 @@ def benchmark(ns: argparse.Namespace, overrides: list[str]) -> dict:
         if not path.exists():
             raise RunError(f"config {path} not found; give a config file or one of {', '.join(SHIPPED_CONFIGS)}")
     if min(ns.steps, ns.block) < 1 or ns.warmup < 0 or (ns.threads is not None and ns.threads < 1):
-        raise RunError("--steps, --block and --threads must be >= 1, --warmup >= 0")
+        raise UsageError("--steps, --block and --threads must be >= 1, --warmup >= 0")
     loaded = []
     for path in configs:  # every config is checked before torch starts
         extra = [f"--gradient_accumulation_steps={ns.gradient_accumulation_steps}", "--init_from=scratch"]

@@ -15,8 +15,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from ..command import (EXIT_INTERRUPTED, EXIT_RUN_ERROR, add_trust_flags, parse_arguments, print_warnings,
-                       report_config_error, split_overrides)
+from ..command import EXIT_INTERRUPTED, EXIT_RUN_ERROR, add_trust_flags, main_of, print_warnings, split_overrides
 from ..errors import ConfigError, Diagnostic, RunError
 from ..statements import LINE, VALUE_COL
 
@@ -101,8 +100,4 @@ def main(argv: list[str] | None = None, prog: str = "slo train") -> int:
     """Entry point of ``python -m slo.runner`` and ``python train.py``."""
     parser = argparse.ArgumentParser(prog=prog, description="Train a GPT from config files.", allow_abbrev=False)
     add_arguments(parser)
-    ns, rest = parse_arguments(parser, sys.argv[1:] if argv is None else argv, overrides=True)
-    try:
-        return run(ns, rest)
-    except ConfigError as e:
-        return report_config_error(e)
+    return main_of(parser, run, argv, overrides=True)
