@@ -17,8 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..command import print_warnings, split_overrides
-from ..errors import ConfigError, RunError
+from ..command import add_trust_flags, print_warnings, split_overrides
+from ..errors import ConfigError, RunError, UsageError
 from ..runner.files import METRICS_NAME
 from ..runner.manifest import Manifest, TrialRecord, read_manifest, write_manifest
 from ..schema import format_value
@@ -34,8 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "sweep") -> No
     parser.add_argument("--force", action="store_true",
                         help="run a changed sweep definition over an existing sweep folder (trials start afresh)")
     parser.add_argument("--retry", action="store_true", help="run failed trials again, from their checkpoints")
-    parser.add_argument("--trust-env", action="store_true",
-                        help="let ENV set variables that choose which code runs (only for configs you trust)")
+    add_trust_flags(parser)
     parser.epilog = ("Sweeps: SWEEP lines in the config, or --key=a,b,c, --key=log(a,b) | uniform(a,b) | int(a,b) "
                      "with --trials=N (random search), --halving=N [--rungs=R], --SWEEP.seed=N; "
                      "other --key=value overrides apply to every trial.")
@@ -47,8 +46,8 @@ def run(ns: argparse.Namespace, rest: list[str]) -> int:
 
     files, overrides = split_overrides(ns.files + rest)
     if ns.jobs < 1:
-        raise RunError(f"--jobs={ns.jobs}: give at least 1")
-    cfg = load(*files, overrides=overrides, trust_env=ns.trust_env, sweep=True)
+        raise UsageError(f"--jobs={ns.jobs}: give at least 1")
+    cfg = load(*files, overrides=overrides, trust_py=ns.trust_py, trust_env=ns.trust_env, sweep=True)
     if cfg.sweep is None:
         raise ConfigError(f"{' '.join(files) or 'no config'}: nothing to sweep (no SWEEP line and no --key=a,b); "
                           "slo train runs one config")
@@ -59,7 +58,8 @@ def run(ns: argparse.Namespace, rest: list[str]) -> int:
     with RunLock(folder):
         manifest = open_manifest(folder, cfg, files, overrides, ns.force)
         devices, per_trial, jobs = placement(cfg, ns.jobs)
-        command = python_command() + files + overrides + (["--trust-env"] if ns.trust_env else [])
+        trust = [flag for flag, on in (("--trust-py", ns.trust_py), ("--trust-env", ns.trust_env)) if on]
+        command = python_command() + files + overrides + trust
         scheduler = Scheduler(folder, manifest, command, jobs, devices, per_trial)
         print(f"{cfg.sweep.describe()}\nin {folder}, {jobs} at a time", flush=True)
         try:
