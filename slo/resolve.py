@@ -73,6 +73,11 @@ def cli_source(overrides: Iterable[str], sweep: bool = False) -> Source:
     return src
 
 
+def _before(item: tuple, other: tuple) -> bool:
+    """Whether item is written before other in their file (False when either has no place)."""
+    return bool(item[LINE] and other[LINE]) and (item[LINE], item[KEY_COL]) < (other[LINE], other[KEY_COL])
+
+
 def _splice(entry, below):
     """entry's override chain, continued by below's; an assignment already in it is not repeated.
 
@@ -167,11 +172,12 @@ class _Resolver:
         return values, env, sweeps
 
     def _own_sweeps(self, src: Source, values: dict) -> dict:
-        """src's SWEEP items by key; one that src also sets is an error (which would win?)."""
+        """src's SWEEP items by key; one that src sets again after the SWEEP item is an error (which
+        would win?). A value src sets before it is what the trials' values override."""
         sweeps = {}
         for item in src.sweep:
             entry = values.get(item[KEY])
-            if entry is not None and not is_setting(item):
+            if entry is not None and not is_setting(item) and not _before(entry[ENTRY_ITEM], item):
                 other = entry[ENTRY_ITEM]
                 self._error_at(item, src.path, f"{item[KEY]} is swept here and set at {src.path}:{other[LINE]}: "
                                                "remove one")

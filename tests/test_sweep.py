@@ -91,7 +91,7 @@ def test_seed_alone_seeds_the_draws_and_as_a_list_sweeps_the_training_seed(tmp_p
      "1:24: trials=5 but the lists give only 2 combinations: sweep them as a grid (leave out trials), or ask for at most 2"),
     ("SWEEP out_dir=a,b\n", (), "1:7: out_dir is the sweep's folder (each trial runs in a folder under it), so it is not swept"),
     ("SWEEP n_layer=1,2\nSWEEP n_layer=3\n", (), "2:7: n_layer is swept twice in this file (first at {path}:1:7)"),
-    ("MODEL n_layer=2\nSWEEP n_layer=1,2\n", (), "2:15: n_layer is swept here and set at {path}:1: remove one"),
+    ("SWEEP n_layer=1,2\nMODEL n_layer=2\n", (), "1:15: n_layer is swept here and set at {path}:2: remove one"),
     ("SWEEP rungs=2 n_layer=1,2\n", (), "1:13: rungs needs halving=N (successive halving keeps the best 1/N at each rung)"),
     ("MODEL n_embd=32\n", ("--n_head=2,3,5",),
      "1:12: n_embd=32 is not divisible by n_head=3 (n_embd from {path}:1:14), in trial n_head=3"),

@@ -161,7 +161,7 @@ def test_toml_seed_array_sweeps_the_training_seed(write):
                               "or give the draws' seed as an integer (seed = 0)"),
     ('[sweep]\nout_dir = ["a", "b"]\n',
      "2:1: out_dir is the sweep's folder (each trial runs in a folder under it), so it is not swept"),
-    ("[train]\nmax_iters = 3\n[sweep]\nmax_iters = [2, 3]\n", "4:13: max_iters is swept here and set at {path}:2: "
+    ("[sweep]\nmax_iters = [2, 3]\n[train]\nmax_iters = 3\n", "2:13: max_iters is swept here and set at {path}:4: "
                                                               "remove one"),
     ("[sweeps]\nn_layer = [2]\n", "1:1: Unknown table [sweeps] (did you mean [sweep]?)"),
 ])

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import slo
 from slo.errors import RunError
 from slo.sweeps.command import open_manifest
 from test_sweep import load_text, manifest, sweep, sweep_config
@@ -83,3 +84,28 @@ def test_each_trial_of_colliding_values_trains_in_its_own_folder_with_its_own_va
         ran = json.loads((run / "config.json").read_text())
         assert ran["wandb_run_name"] == t["values"]["wandb_run_name"]
         assert Path(ran["out_dir"]) == run and (run / "ckpt.pt").is_file()
+
+
+def test_a_key_set_before_the_sweep_line_is_overridden_by_each_trial(tmp_path):
+    cfg = load_text(tmp_path, "MODEL n_layer=4\nSWEEP n_layer=1,2\n")
+    path = tmp_path / "s.config"
+    assert cfg["n_layer"] == 4  # the shared config: as the file leaves it
+    for t, (n, col) in zip(cfg.sweep.trials, ((1, 15), (2, 17))):
+        assert t.config["n_layer"] == n
+        origin = t.config.origin("n_layer")
+        assert str(origin) == f"{path}:2:{col}" and str(origin.overrode) == f"{path}:1:15"
+    # a [sweep] table after the value's table in TOML, alike
+    (tmp_path / "s.toml").write_text("[model]\nn_layer = 4\n\n[sweep]\nn_layer = [1, 2]\n")
+    cfg = slo.load(tmp_path / "s.toml")
+    assert [t.config["n_layer"] for t in cfg.sweep.trials] == [1, 2]
+    assert str(cfg.sweep.trials[0].config.origin("n_layer").overrode) == f"{tmp_path / 's.toml'}:2:11"
+    # from the command line of slo sweep, left to right alike
+    cfg = load_text(tmp_path, "MODEL n_head=1\n", "--n_layer=4", "--n_layer=1,2", sweep=True)
+    assert [t.config["n_layer"] for t in cfg.sweep.trials] == [1, 2]
+
+
+def test_a_key_set_after_the_sweep_line_in_the_same_file_is_still_an_error(tmp_path):
+    with pytest.raises(slo.ConfigError) as e:
+        load_text(tmp_path, "SWEEP n_layer=1,2\nMODEL n_layer=4\n")
+    assert [f"{d.line}:{d.col}: {d.message}" for d in e.value.errors] == [
+        f"1:15: n_layer is swept here and set at {tmp_path / 's.config'}:2: remove one"]
