@@ -108,8 +108,9 @@ def _merge_into(target: dict, layer: dict) -> None:
 
 
 class _Resolver:
-    def __init__(self, environ, trust_py: bool = False, trust_env: bool = False):
+    def __init__(self, environ, trust_py: bool = False, trust_env: bool = False, read_text=read_file):
         self.environ = os.environ if environ is None else environ
+        self.read_text = read_text  # (real, display) -> (text, None) or (None, the problem): source.read_file's shape
         self.trust_py = trust_py  # run .py configs as Python instead of reading them
         self.trust_env = trust_env  # let ENV set variables that choose which code runs
         self.sources: dict[str, Source] = {}
@@ -135,7 +136,7 @@ class _Resolver:
             problem = (f"Cannot read {display}: unknown config format {os.path.splitext(real)[1] or '(no extension)'!r};"
                        " use .config, .toml or .py")
         else:
-            text, problem = read_file(real, display)
+            text, problem = self.read_text(real, display)
         if problem is not None:
             if at is None:
                 self.errors.append(Diagnostic(display, 0, 0, problem))
@@ -373,11 +374,12 @@ def load(*paths, overrides: Iterable[str] = (), env=None, trust_py: bool = False
 
 
 def load_with_files(*paths, overrides: Iterable[str] = (), env=None, trust_py: bool = False,
-                    trust_env: bool = False, sweep: bool = False) -> tuple[Config, list[str]]:
-    """load(), and the real paths of every file it read (the bases included)."""
+                    trust_env: bool = False, sweep: bool = False, read_text=read_file) -> tuple[Config, list[str]]:
+    """load(), and the real paths of every file it read (the bases included). read_text reads each file
+    (an editor gives the unsaved text of its open documents); it has the shape of slo.source.read_file."""
     if not paths:
         raise ConfigError("No config file given")
-    res = _Resolver(env, trust_py, trust_env)
+    res = _Resolver(env, trust_py, trust_env, read_text)
     layers = []
     for path in paths:
         display, real = locate(path)
