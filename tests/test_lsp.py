@@ -234,6 +234,12 @@ async def test_hover_says_where_a_value_came_from(editor):
     shown = (await ask(types.HoverParams(**editor.at("hover.config", 2, 32)))).contents.value
     assert shown.startswith("`${max_iters}` = `100`, from base.config:2, overriding the default 600000")
 
+    # With an error on another line, the values are those of the file without that line.
+    await editor.change("hover.config", "FROM base.config\nMODEL n_layer=8\nTRAIN seed=x\n")
+    shown = (await ask(types.HoverParams(**editor.at("hover.config", 1, 8)))).contents.value
+    assert "Here: `8`, from line 2 of this file, overriding 6 from base.config:1, the default 12 (resolved without " \
+           "the lines that have errors)" in shown
+
 
 @lsp_test
 async def test_definition(editor):
@@ -279,6 +285,46 @@ async def test_a_half_typed_line_is_diagnosed_and_fixed(editor):
     found = await editor.change("typing.config", "MODEL n_layer = 6\n")
     assert found[0].data["fix"] == "n_layer=6"
     assert await editor.change("typing.config", "MODEL n_layer=6\nDATA batch_size=8\n") == []
+
+
+@lsp_test
+async def test_columns_are_utf16_code_units(editor):
+    line = "LOGGING out_dir='😀 é' eval_interval=0"
+    found = await editor.open("emoji.config", line + "\n")
+    before = line[:line.index("=0") + 1]
+    assert [(d.range.start.character, d.range.end.character) for d in found] == [
+        (len(before.encode("utf-16-le")) // 2, len(before.encode("utf-16-le")) // 2 + 1)]
+
+
+def test_a_change_cancels_the_diagnosis_scheduled_before_it():
+    from slo.lsp.server import SloServer
+
+    server, done = SloServer(debounce_s=0), []
+    server.publish_with_dependents = done.append
+
+    async def edits():
+        server.schedule("a.config")
+        server.schedule("a.config")
+        server.schedule("b.config")
+        await asyncio.gather(*server.pending.values())
+
+    asyncio.run(edits())
+    assert done == ["a.config", "b.config"] and not server.pending
+
+
+def test_an_unexpected_exception_in_a_handler_is_logged_not_raised():
+    from slo.lsp.server import guarded
+
+    logged = []
+
+    class Server:
+        def log_failure(self, what):
+            logged.append(what)
+
+    def completion(params):
+        raise RuntimeError("a bug")
+
+    assert guarded(Server(), completion)(None) is None and logged == ["completion"]
 
 
 # ---- the features' logic on any text ---------------------------------------
@@ -339,7 +385,26 @@ def test_random_bytes_as_text_are_served(folder, raw, data):
     exercise(folder, "fuzz.config", raw.decode("utf-8", "replace"), data)
 
 
-# ---- the command ------------------------------------------------------------
+# ---- the editors' files and the command -------------------------------------
+
+def test_the_vscode_extension_highlights_every_directive():
+    import json
+    import re
+
+    from slo.schema import DIRECTIVES
+
+    folder = REPO / "editors" / "vscode"
+    package = json.loads((folder / "package.json").read_text())
+    assert (folder / package["main"]).is_file()
+    grammar_file = folder / package["contributes"]["grammars"][0]["path"]
+    grammar = json.loads(grammar_file.read_text())["repository"]
+    json.loads((folder / package["contributes"]["languages"][0]["configuration"]).read_text())
+    named = set(re.search(r"\(\?i:([A-Z_|]+)\)", grammar["directive"]["match"]).group(1).split("|"))
+    assert named | {"FROM"} == set(DIRECTIVES)
+    assert re.search(r"\(\?i:FROM\)", grammar["from"]["begin"])
+
+
+
 
 def test_the_command_names_the_extra_when_pygls_is_missing(monkeypatch, capsys):
     import argparse
