@@ -327,11 +327,21 @@ def test_an_unexpected_exception_in_a_handler_is_logged_not_raised():
     assert guarded(Server(), completion)(None) is None and logged == ["completion"]
 
 
+def test_an_open_document_past_the_size_limit_is_refused_as_a_file_is(tmp_path):
+    from slo.source import MAX_FILE_BYTES
+
+    workspace, path = Workspace(), str(tmp_path / "big.config")
+    workspace.open(path, uri_of(path), "# " + "x" * MAX_FILE_BYTES + "\n")
+    found = diagnostics(workspace, workspace.analyze(path), Codec())
+    assert [d.message for d in found] == ["big.config is larger than 16,777,216 bytes: too large for a config file"]
+
+
 # ---- the features' logic on any text ---------------------------------------
 
 SAMPLES = [p.read_text() for p in sorted((REPO / "configs").glob("*.config"))] + [CHILD, COMPLETE]
 PIECES = ["=", "${", "${env:", "}", "\\\n", '"', "'", "#", " ", "\n", "\t", "\r\n", "\ufeff", "FROM ", "MODEL ",
-          "ENV ", "SWEEP ", "n_layer", "base.config", "😀", "$$", ":-", "-1e9", "None", "\x00"]
+          "ENV ", "SWEEP ", "n_layer", "base.config", "😀", "$$", ":-", "-1e9", "None", "\x00", "FROM pipe.config\n",
+          "FROM sub\n", "FROM loop.config\n", "FROM base.toml legacy.py\n", "sub/", "~/"]
 
 
 @st.composite
@@ -351,6 +361,10 @@ def folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz")
     (folder / "base.config").write_text(BASE)
     (folder / "loop.config").write_text("FROM fuzz.config\n")
+    (folder / "base.toml").write_text("[model]\nn_layer = 3\n")
+    (folder / "legacy.py").write_text("n_layer = 4\n")
+    (folder / "sub").mkdir()
+    os.mkfifo(folder / "pipe.config")
     return folder
 
 
@@ -375,7 +389,7 @@ def test_any_edit_of_a_config_is_served(folder, text, data, name):
     exercise(folder, name, text, data)
 
 
-@given(text=st.text(), data=st.data())
+@given(text=st.text(st.characters(exclude_categories=[])), data=st.data())  # lone surrogates too
 def test_any_text_is_served(folder, text, data):
     exercise(folder, "fuzz.config", text, data)
 
@@ -416,6 +430,28 @@ def test_the_command_names_the_extra_when_pygls_is_missing(monkeypatch, capsys):
     add_arguments(parser, "lsp")
     assert run(parser.parse_args([]), []) == 1
     assert capsys.readouterr().err == "slo lsp needs pygls: pip install 'slo[lsp]'\n"
+
+
+def _framed(message: dict) -> bytes:
+    import json
+
+    body = json.dumps(message).encode()
+    return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def test_the_server_exits_when_told_to():
+    """initialize, shutdown and exit, written to `slo lsp --stdio` at once (as a client may): it answers
+    the two requests and exits with status 0."""
+    talk = b"".join(_framed(m) for m in (
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}, "processId": None,
+                                                                       "rootUri": None}},
+        {"jsonrpc": "2.0", "method": "initialized", "params": {}},
+        {"jsonrpc": "2.0", "id": 2, "method": "shutdown"},
+        {"jsonrpc": "2.0", "method": "exit"}))
+    done = subprocess.run([sys.executable, "-m", "slo", "lsp", "--stdio"], input=talk, capture_output=True,
+                          cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert b'"completionProvider"' in done.stdout and b'"id": 2, "jsonrpc": "2.0", "result": null' in done.stdout
 
 
 def test_the_command_line_parser_does_not_import_pygls():

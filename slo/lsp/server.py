@@ -9,6 +9,7 @@ import functools
 import os
 import re
 import traceback
+import warnings
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
@@ -79,7 +80,7 @@ class SloServer(LanguageServer):
     async def _later(self, path: str) -> None:
         await asyncio.sleep(self.debounce_s)
         self.pending.pop(path, None)
-        guarded(self, lambda: self.publish_with_dependents(path))()
+        guarded(self, self.publish_with_dependents)(path)
 
     def log_failure(self, what: str) -> None:
         message = f"slo lsp: {what} failed (the server goes on):\n{traceback.format_exc()}"
@@ -179,4 +180,6 @@ def make_server(debounce_s: float = DEBOUNCE_S) -> SloServer:
 
 def serve() -> None:
     """Speak LSP on stdin and stdout until the editor says exit."""
+    # Reading a .py config parses it (never runs it); Python's warnings about its text are not the server's.
+    warnings.simplefilter("ignore", SyntaxWarning)
     make_server().start_io()

@@ -17,7 +17,7 @@ from ..errors import ConfigError, Diagnostic
 from ..formats import reader
 from ..paths import base_paths
 from ..resolve import load_with_files
-from ..source import Source, read_file
+from ..source import MAX_FILE_BYTES, Source, read_file
 from .cursor import split_lines
 
 
@@ -105,8 +105,13 @@ class Workspace:
         self._analyses.pop(path, None)
 
     def read_text(self, real: str, display: str) -> tuple[str | None, str | None]:
+        """An open document's text, else the file's (slo.source.read_file), with the same size limit."""
         doc = self.documents.get(real)
-        return (doc.text, None) if doc is not None else read_file(real, display)
+        if doc is None:
+            return read_file(real, display)
+        if len(doc.text) * 4 > MAX_FILE_BYTES and len(doc.text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+            return None, f"{display} is larger than {MAX_FILE_BYTES:,} bytes: too large for a config file"
+        return doc.text, None
 
     def reader_with(self, texts: dict[str, str]):
         """read_text, with texts (path -> text) in place of the documents' own."""
