@@ -221,3 +221,20 @@ def test_a_checkpoint_without_any_meta_says_where_it_looked(tmp_path, monkeypatc
     save_run(tmp_path, tiny_model())
     with pytest.raises(RunError, match=r"no meta.json or meta.pkl in .* and nowhere/builtin.*tiktoken"):
         sample_from(options(tmp_path))
+
+
+def test_a_gpt2_dataset_without_tiktoken_s_cached_bpe_names_that_cause_alone(tmp_path, capsys, monkeypatch):
+    from fuzz_targets import offline
+
+    pytest.importorskip("tiktoken")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))  # nothing cached: it would download
+    monkeypatch.setenv("DATA_GYM_CACHE_DIR", str(tmp_path / "empty-cache"))
+    (tmp_path / "data" / "owt").mkdir(parents=True)
+    (tmp_path / "data" / "owt" / "meta.json").write_text(json.dumps({"tokenizer": "gpt2", "vocab_size": 50257}))
+    save_run(tmp_path / "out", tiny_model(vocab_size=50304), config={"dataset": "owt", "data_dir": str(tmp_path / "data")})
+    with offline():
+        assert main(["sample", str(tmp_path / "out"), "--device", "cpu"]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: cannot encode the prompt: the meta of {tmp_path / 'data' / 'owt'} says tokenizer "
+                           "'gpt2', and tiktoken could not load GPT-2's BPE")
+    assert "TIKTOKEN_CACHE_DIR" in line and "meta.json" not in line

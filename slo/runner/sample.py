@@ -151,11 +151,12 @@ def tokenizer_for(ckpt: dict, folder: Path, data_dir: str | None = None):
             if meta:
                 break
     tokenizer = Tokenizer.from_meta(meta)
-    if not tokenizer.available:
-        where = " and ".join(looked)
-        found = f"the meta says tokenizer {tokenizer.name!r}" if meta else f"no meta.json or meta.pkl in {where}"
-        raise RunError(f"cannot encode the prompt: {found}, and {tokenizer.why}. "
-                       f"Copy the dataset's meta.json into {folder} if the data lives elsewhere")
+    if not tokenizer.available:  # the meta found names a tokenizer this machine lacks, or no meta was found
+        if meta:
+            raise RunError(f"cannot encode the prompt: the meta of {looked[-1]} says tokenizer {tokenizer.name!r}, "
+                           f"and {tokenizer.why}")
+        raise RunError(f"cannot encode the prompt: no meta.json or meta.pkl in {' and '.join(looked)}, and "
+                       f"{tokenizer.why}. Copy the dataset's meta.json into {folder} if the data lives elsewhere")
     model_args = ckpt.get("model_args")
     model_vocab = model_args.get("vocab_size") if isinstance(model_args, dict) else None
     if isinstance(model_vocab, int) and tokenizer.vocab_size and tokenizer.vocab_size > model_vocab:
