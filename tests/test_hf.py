@@ -3,12 +3,15 @@ round trips of the weights, `slo export`, and refusals of what slo's GPT cannot 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tiny_run import tiny_config
 
 from slo import cli
@@ -280,6 +283,81 @@ def test_export_of_a_trained_run(extra, tmp_path, capsys):
     assert_same_logits(hf, slo, vocab=256)
 
 
+def test_gpt2_export_names_its_context_n_ctx_as_gpt2s_own_config(tmp_path):
+    """llama.cpp's converter reads n_ctx (KeyError without it)."""
+    save_run(tmp_path, bias=True)
+    assert export(tmp_path, "-o", tmp_path / "hf") == 0
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["n_ctx"] == config["n_positions"] == 32
+
+
+def test_llama_export_writes_rope_as_transformers_does(tmp_path):
+    """transformers 4's rope_theta and rope_scaling: null, which transformers 5 reads as its own
+    rope_parameters; a rope_parameters key in the file is one transformers 4 ignores (computing with
+    rope_theta 10000) and llama.cpp's converter (pinned to transformers 4) warns of: "Unknown RoPE type"."""
+    slo = save_run(tmp_path, **SHAPES["llama"][0])
+    assert export(tmp_path, "-o", tmp_path / "hf") == 0
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert {k: v for k, v in config.items() if "rope" in k} == {"rope_theta": 5e5, "rope_scaling": None}
+    loaded = transformers.AutoConfig.from_pretrained(tmp_path / "hf").to_dict()
+    own = transformers.LlamaConfig(rope_theta=5e5).to_dict()
+    assert {k: v for k, v in loaded.items() if "rope" in k} == {k: v for k, v in own.items() if "rope" in k}
+    assert_same_logits(transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval(), slo, vocab=256)
+
+
+END_OF_TEXT = {  # meta, model vocab_size: the end-of-text id and text the export names
+    "byte": ({"tokenizer": "byte", "vocab_size": 256}, 256, 255, "<|endoftext|>"),
+    "char-padded": ({"tokenizer": "char", "vocab_size": 5, "itos": ["\n", " ", "a", "b", "é"]}, 8, 5,
+                    "<|endoftext|>"),
+    "char-full": ({"tokenizer": "char", "vocab_size": 5, "itos": ["\n", " ", "a", "b", "é"]}, 5, 0, "\n"),
+}
+
+
+@pytest.mark.parametrize("case", list(END_OF_TEXT))
+def test_byte_and_char_exports_have_the_end_of_text_lm_eval_reads(case, tmp_path, capsys):
+    """lm-evaluation-harness's HFLM takes eot_token_id from tokenizer.eos_token_id (None: it crashes),
+    and its prefix token from bos_token_id; generate() stops at generation_config's eos_token_id."""
+    meta, vocab, eot, text = END_OF_TEXT[case]
+    slo = save_run(tmp_path, meta, vocab_size=vocab)
+    assert export(tmp_path, "-o", tmp_path / "hf") == 0
+    assert ("the end-of-text token is the newline" in capsys.readouterr().err) == (case == "char-full")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert (tokenizer.eos_token, tokenizer.eos_token_id, tokenizer.bos_token, tokenizer.bos_token_id) == (
+        text, eot, text, eot)
+    generation = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
+    assert (generation["eos_token_id"], generation["bos_token_id"]) == (eot, eot)
+    sample = "ab é\nba " if case != "byte" else "héllo ÿ wörld\n"
+    ids = tokenizer(sample).input_ids
+    assert tokenizer.decode(ids) == sample
+    assert ids == (list(sample.encode()) if case == "byte" else [meta["itos"].index(c) for c in sample])
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    assert_same_logits(hf, slo, vocab=vocab)
+
+
+@functools.cache
+def byte_tokenizer(folder: str):
+    return transformers.AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def byte_export(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("bytes")
+    save_run(folder, {"tokenizer": "byte", "vocab_size": 256})
+    assert export(folder, "-o", folder / "hf") == 0
+    return str(folder / "hf")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=40) | st.just("a<|endoftext|>b"))
+def test_the_byte_export_encodes_any_text_as_its_utf8_bytes(byte_export, text):
+    """No text encodes to the end of text (0xFF is never a byte of UTF-8, and the tokenizer splits
+    special tokens written in a text), so every text round-trips."""
+    tokenizer = byte_tokenizer(byte_export)
+    ids = tokenizer(text).input_ids
+    assert ids == list(text.encode("utf-8"))
+    assert tokenizer.decode(ids) == tokenizer.decode(ids, skip_special_tokens=True) == text
+
+
 def test_export_without_biases_writes_zero_biases(tmp_path):
     slo = save_run(tmp_path)
     assert export(tmp_path / "ckpt.pt", "-o", tmp_path / "hf") == 0
@@ -296,14 +374,14 @@ def test_export_tokenizers(tmp_path, monkeypatch):
 
     assert Tokenizer.from_str(char["tokenizer.json"].decode()).encode("ab a\n").ids == [2, 3, 1, 2, 0]
     text = char["tokenizer.json"].decode()
-    files, eot, why = tokenizer_files({"tokenizer": "hf", "vocab_size": 4, "tokenizer_json": text, "eot_id": 0},
+    files, eot, why, _ = tokenizer_files({"tokenizer": "hf", "vocab_size": 4, "tokenizer_json": text, "eot_id": 0},
                                       ModelArgs())
     assert files["tokenizer.json"] == char["tokenizer.json"] and eot == 0 and why is None
     assert json.loads(files["tokenizer_config.json"])["eos_token"] == "\n"
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
-    files, eot, why = tokenizer_files(None, ModelArgs())  # nanoGPT's: no meta, GPT-2's vocabulary
+    files, eot, why, _ = tokenizer_files(None, ModelArgs())  # nanoGPT's: no meta, GPT-2's vocabulary
     assert files == {} and eot == 50256 and "not in the Hugging Face cache" in why
     snapshot = tmp_path / "hub" / "models--openai-community--gpt2" / "snapshots" / "abc"
     snapshot.mkdir(parents=True)
@@ -311,7 +389,7 @@ def test_export_tokenizers(tmp_path, monkeypatch):
     (snapshot.parent.parent / "refs").mkdir()
     (snapshot.parent.parent / "refs" / "main").write_text("abc")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    files, eot, why = tokenizer_files({"tokenizer": "gpt2", "vocab_size": 50257}, ModelArgs())
+    files, eot, why, _ = tokenizer_files({"tokenizer": "gpt2", "vocab_size": 50257}, ModelArgs())
     assert files["tokenizer.json"].decode() == text and why is None
     assert "no tokenizer meta" in tokenizer_files(None, ModelArgs(vocab_size=VOCAB))[2]
 

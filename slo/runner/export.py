@@ -1,4 +1,5 @@
-"""``slo export RUN -o FOLDER``: a checkpoint as a Hugging Face model folder.
+"""``slo export RUN -o FOLDER``: a checkpoint as a Hugging Face model folder (``--format gguf``: as one
+GGUF file for llama.cpp and ollama, see gguf_export.py).
 
 The folder holds ``config.json``, ``model.safetensors`` (float32) and
 ``generation_config.json``, so that ``AutoModelForCausalLM.from_pretrained``
@@ -8,6 +9,13 @@ RoPE + RMSNorm + SwiGLU ones Llama (see hf.py). The tokenizer comes along as
 a Hugging Face form: a ``tokenizer.json`` carried in the meta, byte- and
 character-level vocabularies (written with ``tokenizers``), and GPT-2 BPE when
 its ``tokenizer.json`` is in the local Hugging Face cache (never downloaded).
+
+Byte- and character-level datasets have no end-of-text id (slo prepare puts a
+newline after each document), but lm-evaluation-harness and ``generate`` need
+one, so the export names one (see ``end_of_text``): for bytes, id 255, spelled
+``<|endoftext|>``: 0xFF is never a byte of UTF-8, so no text encodes to it; for
+characters, the first id past the alphabet when the model has one (its
+vocab_size padded), else the newline, with a note of what that costs.
 
 The folder is written beside FOLDER under a temporary name and renamed into
 place; an existing FOLDER is replaced only with ``--force``, and only when it
@@ -21,6 +29,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from .. import atomic
 from ..errors import RunError
@@ -31,8 +40,13 @@ GPT2_REPOS = ("openai-community/gpt2", "gpt2")  # where the Hugging Face cache k
 def add_arguments(parser, command: str) -> None:
     add = parser.add_argument
     add("run", metavar="RUN", help="a run's out_dir holding ckpt.pt, or a .pt file")
-    add("-o", "--out", metavar="FOLDER", help="the Hugging Face model folder to write")
-    add("--force", action="store_true", help="replace FOLDER if it holds an earlier export")
+    add("-o", "--out", metavar="OUT", help="the Hugging Face model folder (--format hf) or the .gguf file "
+        "(--format gguf) to write")
+    add("--format", choices=FORMATS, default="hf", help="hf: a Hugging Face model folder (the default); gguf: one "
+        "GGUF file for llama.cpp and ollama")
+    add("--dtype", choices=GGUF_DTYPES, default="float32", help="the GGUF file's weights (norms, biases and "
+        "positions stay float32); a Hugging Face folder is float32")
+    add("--force", action="store_true", help="replace OUT if it holds an earlier export")
 
 
 def run(ns, rest) -> int:
@@ -50,18 +64,33 @@ def run(ns, rest) -> int:
     return 0
 
 
+FORMATS = ("hf", "gguf")
+GGUF_DTYPES = ("float32", "float16")  # gguf_export.DTYPES, named here so that --help needs no numpy
+
+
 def export(ns) -> tuple[list[str], list[str]]:
     """Write the export ns asks for; (the lines that say what was written, notes)."""
+    gguf = getattr(ns, "format", "hf") == "gguf"
+    dtype = getattr(ns, "dtype", "float32")
     if not ns.out:
-        raise RunError("say where the model goes: -o FOLDER")
+        raise RunError(f"say where the model goes: -o {'FILE.gguf' if gguf else 'FOLDER'}")
+    if dtype != "float32" and not gguf:
+        raise RunError(f"--dtype {dtype} is for --format gguf; a Hugging Face folder is written in float32")
     out, source = Path(ns.out), Path(ns.run)
-    check_target(out, ns.force, source)
+    if gguf:
+        from .gguf_export import import_gguf
+
+        import_gguf()  # before the work: say how to install it
+        check_file_target(out, ns.force, source)
+    else:
+        check_target(out, ns.force, source)
 
     from .checkpoint import clean_state_dict, load_checkpoint
     from .hf import ARCHITECTURES, NAMES, hf_from_slo, import_safetensors
     from .model import ModelArgs
 
-    import_safetensors()  # before the work: say how to install it
+    if not gguf:
+        import_safetensors()  # before the work: say how to install it
     ckpt = load_checkpoint(source)
     if "model_args" not in ckpt:
         raise RunError(f"{source} has no model_args, so its model cannot be rebuilt; use a ckpt.pt written by "
@@ -72,7 +101,13 @@ def export(ns) -> tuple[list[str], list[str]]:
     kind = config["model_type"]
     notes = [] if args.bias or kind != "gpt2" else ["the model has no biases and GPT-2 always has them: "
                                                     "they are written as zeros, which compute the same"]
-    files, eot, why = tokenizer_files(ckpt.get("meta"), args)
+    files, eot, why, note = tokenizer_files(ckpt.get("meta"), args)
+    notes += [note] if note else []
+    if gguf:
+        if kind == "gpt2" and getattr(args, "activation", "gelu") == "gelu":
+            notes.append("llama.cpp's GPT-2 computes GELU's tanh approximation and this model exact GELU: its "
+                         "logits there differ a little from slo's")
+        return export_gguf(out, source, kind, args, hf_state, files, eot, why, dtype), notes
     if why:
         notes.append(f"the tokenizer was not written: {why}")
     for key in ("bos_token_id", "eos_token_id"):
@@ -85,6 +120,45 @@ def export(ns) -> tuple[list[str], list[str]]:
     return [f"wrote {out}: {NAMES[kind]} ({ARCHITECTURES[kind]}), {args.n_layer} layers, {args.n_embd} wide, "
             f"{args.vocab_size:,} tokens, {n:,} parameters: {names}",
             f"load it with: transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})"], notes
+
+
+def export_gguf(out: Path, source: Path, kind: str, args, hf_state: dict, files: dict, eot: int | None,
+                why: str | None, dtype: str) -> list[str]:
+    """The GGUF file of a model hf.py has mapped; the lines that say what was written."""
+    from .gguf_export import write_gguf
+    from .hf import NAMES
+
+    if why:
+        raise RunError(f"a GGUF file holds its tokenizer, and {why}")
+    tokenizer = json.loads(files["tokenizer.json"])
+    try:
+        size = write_gguf(out, kind, args, hf_state, tokenizer, eot, dtype, name=source.resolve().name)
+    except RunError as e:
+        raise RunError(f"cannot write {out} as GGUF: {e}") from None
+    n = sum(t.numel() for t in hf_state.values())
+    return [f"wrote {out}: {NAMES[kind]} (GGUF {kind}), {args.n_layer} layers, {args.n_embd} wide, "
+            f"{args.vocab_size:,} tokens, {n:,} parameters, {dtype}, {size:,} bytes",
+            f"run it with: llama-cli -m {out}, or FROM {out} in an ollama Modelfile"]
+
+
+def check_file_target(out: Path, force: bool, source: Path) -> None:
+    """RunError unless out may be written as a file: absent, or, with force, an earlier GGUF file that is
+    not the checkpoint being exported."""
+    if out.is_dir():
+        raise RunError(f"{out} is a folder; a GGUF export is one file: choose -o FILE.gguf")
+    if not out.exists():
+        return
+    if not force:
+        raise RunError(f"{out} already exists; add --force to replace it, or choose another -o")
+    if out.resolve() == source.resolve():
+        raise RunError(f"-o {out} is the checkpoint being exported; choose another -o")
+    try:
+        with open(out, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise RunError(f"cannot read {out}: {e.strerror or e}") from None
+    if magic != b"GGUF":
+        raise RunError(f"{out} is not a GGUF file; --force replaces only an earlier export: choose another -o")
 
 
 def _json(value) -> bytes:
@@ -156,47 +230,80 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 # ---------------------------------------------------------------- the tokenizer
 
 
-def tokenizer_files(meta, args) -> tuple[dict[str, bytes], int | None, str | None]:
-    """(tokenizer.json and tokenizer_config.json, the end-of-text id or None, why none were written or None)
-    for the tokenizer a checkpoint's meta names (nanoGPT's checkpoints, which have none, use GPT-2 BPE)."""
+class TokenizerExport(NamedTuple):
+    files: dict[str, bytes]  # tokenizer.json and tokenizer_config.json, or none
+    eot: int | None  # the end-of-text id, or None
+    why: str | None  # why no files were written, or None
+    note: str | None = None  # what the user should know of the end of text chosen, or None
+
+
+def tokenizer_files(meta, args) -> TokenizerExport:
+    """The tokenizer files (with the end-of-text id) for the tokenizer a checkpoint's meta names
+    (nanoGPT's checkpoints, which have none, use GPT-2 BPE)."""
     from .tokenizers import GPT2_VOCAB_SIZE, normalize_meta
 
     if not meta:
         if args.vocab_size < GPT2_VOCAB_SIZE:
-            return {}, None, "the checkpoint holds no tokenizer meta (was it trained by an older slo?)"
+            return TokenizerExport({}, None, "the checkpoint holds no tokenizer meta (was it trained by an older slo?)")
         meta = {"tokenizer": "gpt2"}
     try:
         meta = normalize_meta(meta, "the checkpoint's meta")
     except RunError as e:
-        return {}, None, str(e)
+        return TokenizerExport({}, None, str(e))
     kind, eot = meta.get("tokenizer"), meta.get("eot_id")
     eot = eot if isinstance(eot, int) and not isinstance(eot, bool) and 0 <= eot < args.vocab_size else None
-    text = meta.get("tokenizer_json")
+    text, note = meta.get("tokenizer_json"), None
     try:
         if isinstance(text, dict):
             text = json.dumps(text, ensure_ascii=False)
-        elif kind == "byte" and text is None:
-            text = _byte_tokenizer()
-        elif kind == "char" and text is None:
-            text = _char_tokenizer(meta["itos"])
+        elif kind in ("byte", "char") and text is None:
+            eot, note = end_of_text(meta, args.vocab_size)
+            text = _byte_tokenizer(eot) if kind == "byte" else _char_tokenizer(meta["itos"], eot)
         elif (kind == "gpt2" or kind is None and args.vocab_size >= GPT2_VOCAB_SIZE) and text is None:
             text, eot = _cached_gpt2_tokenizer(), GPT2_VOCAB_SIZE - 1
             if text is None:
-                return {}, eot, ("GPT-2 BPE's tokenizer.json is not in the Hugging Face cache and slo does not "
-                                 "download; use AutoTokenizer.from_pretrained('openai-community/gpt2') with it")
+                return TokenizerExport({}, eot, "GPT-2 BPE's tokenizer.json is not in the Hugging Face cache and slo "
+                                       "does not download; use AutoTokenizer.from_pretrained('openai-community/gpt2')"
+                                       " with it")
     except ImportError:
-        return {}, eot, f"writing the {kind} tokenizer needs the tokenizers package: pip install tokenizers"
+        return TokenizerExport({}, eot, f"writing the {kind} tokenizer needs the tokenizers package: "
+                                        "pip install tokenizers")
     if not isinstance(text, str):
-        return {}, eot, f"the checkpoint's tokenizer ({kind}) has no Hugging Face form slo can write"
+        return TokenizerExport({}, eot, f"the checkpoint's tokenizer ({kind}) has no Hugging Face form slo can write")
     try:
         data = json.loads(text)
     except ValueError:
-        return {}, eot, "the tokenizer.json carried in the checkpoint's meta is not valid JSON"
+        return TokenizerExport({}, eot, "the tokenizer.json carried in the checkpoint's meta is not valid JSON")
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": args.block_size}
     token = _token_text(data, eot)
     if token is not None:
         config.update(bos_token=token, eos_token=token)
-    return {"tokenizer.json": text.encode("utf-8"), "tokenizer_config.json": _json(config)}, eot, None
+    if kind in ("byte", "char"):  # "<|endoftext|>" in a text is its characters, as slo's own tokenizers read it
+        config["split_special_tokens"] = True
+    return TokenizerExport({"tokenizer.json": text.encode("utf-8"), "tokenizer_config.json": _json(config)},
+                           eot, None, note)
+
+
+EOT_TEXT = "<|endoftext|>"  # GPT-2's end of text, and bpe:N's
+BYTE_EOT = 0xFF  # never a byte of UTF-8 text
+
+
+def end_of_text(meta: dict, vocab_size: int) -> tuple[int | None, str | None]:
+    """(the end-of-text id, a note on it or None) of a byte- or character-level meta, which have none."""
+    if meta["tokenizer"] == "byte":
+        return BYTE_EOT, None
+    itos = meta["itos"]
+    if vocab_size > len(itos):
+        return len(itos), None
+    if "\n" not in itos:
+        return None, (f"the tokenizer has no end-of-text token: its {len(itos)} characters fill the model's "
+                      f"vocab_size and have no newline; a model trained with vocab_size={len(itos) + 1} or more "
+                      f"gets one ({EOT_TEXT}), which lm-evaluation-harness needs")
+    newline = itos.index("\n")
+    return newline, (f"the end-of-text token is the newline (id {newline}), the separator slo prepare puts after "
+                     f"each document, as the {len(itos)} characters fill the model's vocab_size: generate() stops "
+                     "at the first newline and decode(skip_special_tokens=True) drops newlines; a model trained "
+                     f"with vocab_size={len(itos) + 1} or more gets an {EOT_TEXT} of its own")
 
 
 def _token_text(data, token_id: int | None) -> str | None:
@@ -212,30 +319,34 @@ def _token_text(data, token_id: int | None) -> str | None:
     return None
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's printable stand-in for each byte, as byte-level tokenizers spell bytes."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    others = [b for b in range(256) if b not in printable]
-    return {**{b: chr(b) for b in printable}, **{b: chr(256 + i) for i, b in enumerate(others)}}
+def _byte_tokenizer(eot: int | None = BYTE_EOT) -> str:
+    """slo's byte-level vocabulary (id = UTF-8 byte) as a tokenizer.json, byte eot spelled <|endoftext|>."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
+    from .bytelevel import bytes_to_unicode
 
-def _byte_tokenizer() -> str:
-    """slo's byte-level vocabulary (id = UTF-8 byte) as a tokenizer.json."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    spelled = _bytes_to_unicode()
-    tokenizer = Tokenizer(models.BPE(vocab={spelled[b]: b for b in range(256)}, merges=[]))
+    spelled = bytes_to_unicode()
+    vocab = {spelled[b]: b for b in range(256) if b != eot}
+    if eot is not None and eot < 256:
+        vocab[EOT_TEXT] = eot
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tokenizer.decoder = decoders.ByteLevel()
+    if eot is not None:
+        tokenizer.add_special_tokens([AddedToken(EOT_TEXT, special=True, normalized=False)])
     return tokenizer.to_str()
 
 
-def _char_tokenizer(itos: list[str]) -> str:
-    """A character-level vocabulary (nanoGPT's shakespeare_char) as a tokenizer.json."""
-    from tokenizers import Tokenizer, decoders, models
+def _char_tokenizer(itos: list[str], eot: int | None = None) -> str:
+    """A character-level vocabulary (nanoGPT's shakespeare_char) as a tokenizer.json; an eot past the
+    alphabet is <|endoftext|>, one within it that character, made special."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models
 
     tokenizer = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(itos)}, merges=[]))
     tokenizer.decoder = decoders.Fuse()  # the characters side by side, not joined by spaces
+    if eot is not None:
+        text = itos[eot] if eot < len(itos) else EOT_TEXT
+        tokenizer.add_special_tokens([AddedToken(text, special=True, normalized=False)])
     return tokenizer.to_str()
 
 

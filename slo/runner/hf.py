@@ -319,8 +319,8 @@ def hf_from_slo(args: ModelArgs, state: dict) -> tuple[dict, dict]:
 
 
 def _gpt2_config(args: ModelArgs) -> dict:
-    return {"vocab_size": args.vocab_size, "n_positions": args.block_size, "n_embd": args.n_embd,
-            "n_layer": args.n_layer, "n_head": args.n_head, "n_inner": args.mlp_hidden,
+    return {"vocab_size": args.vocab_size, "n_positions": args.block_size, "n_ctx": args.block_size,  # as GPT-2's
+            "n_embd": args.n_embd, "n_layer": args.n_layer, "n_head": args.n_head, "n_inner": args.mlp_hidden,
             "activation_function": "gelu_new" if getattr(args, "activation", "gelu") == "gelu_tanh" else "gelu",
             "layer_norm_epsilon": args.norm_eps, "tie_word_embeddings": args.tie_weights,
             "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "scale_attn_weights": True,
@@ -332,8 +332,8 @@ def _llama_config(args: ModelArgs) -> dict:
             "num_hidden_layers": args.n_layer, "num_attention_heads": args.n_head,
             "num_key_value_heads": args.n_kv_head, "head_dim": args.head_size, "hidden_act": "silu",
             "max_position_embeddings": args.block_size, "rms_norm_eps": args.norm_eps,
-            "rope_theta": args.rope_theta, "rope_scaling": None,  # transformers 4 reads these two
-            "rope_parameters": {"rope_type": "default", "rope_theta": args.rope_theta},  # transformers 5 this
+            # transformers 4's RoPE, which 5 reads (4 ignores 5's rope_parameters, llama.cpp's converter warns)
+            "rope_theta": args.rope_theta, "rope_scaling": None,
             "attention_bias": args.bias, "mlp_bias": args.bias, "attention_dropout": 0.0,
             "tie_word_embeddings": args.tie_weights, "use_cache": True}
 
