@@ -183,16 +183,16 @@ def child(mode: str, ranks_file: str, corpus: str, out: str, workers: int) -> No
     else:
         sys.path.insert(0, str(ROOT))
         from slo.cli import main
-        from slo.runner import encode
+        from slo.runner import bpe
 
         trained = {}
-        train_bpe = encode.train_bpe
+        train_bpe = bpe.train_apart
 
         def timed(*args):
             t0 = time.perf_counter()
             train_bpe(*args)
             trained["train_s"] = time.perf_counter() - t0
-        encode.train_bpe = timed
+        bpe.train_apart = timed
         tokenizer = "gpt2" if mode == "slo" else "bpe:8192"
         argv = ["prepare", corpus, "-o", str(out / "d"), "--tokenizer", tokenizer, "--val_fraction", "0.0005"]
         if main(argv + (["--workers", str(workers)] if workers else [])) != 0:

@@ -11,10 +11,13 @@ import errno
 import functools
 import gzip
 import json
+import os
 import signal
+import string
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,10 +25,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slo.cli import main
-from slo.runner import corpus, encode, prepare as prepare_module, sources
+from slo.runner import bpe, corpus, encode, prepare as prepare_module, sources
 from slo.runner.dataset import TokenWriter, load_meta, open_dataset, unigram_entropy
 from slo.runner.sources import SPLIT_BLOCK, DocumentSplit, cut_point
 from slo.runner.tokenizers import Tokenizer
+from tokenizers import Tokenizer as Backend
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 MERGES = ["th", "he", "the", " t", " the", "in", "ing", " a", "an", "er", "on", " w", "or", "ld", " wor", " world",
@@ -197,7 +201,6 @@ def test_builtin_default_output(tmp_path, monkeypatch):
     (["{src}", "--builtin", "-o", "{tmp}/d"], "--builtin takes no INPUT files"),
     (["{src}", "-o", "{src}/a.txt"], "exists and is not a folder"),
     (["{tmp}/tiny.txt", "-o", "{tmp}/d"], "3 tokens cannot be split with --val_fraction 0.1"),
-    (["{src}", "-o", "{tmp}/d", "--val-fraction=0.2"], "unexpected arguments: --val-fraction=0.2"),
 ])
 def test_errors(tmp_path, texts, capsys, args, message):
     (tmp_path / "tiny.txt").write_text("ab")
@@ -207,6 +210,14 @@ def test_errors(tmp_path, texts, capsys, args, message):
     assert err.startswith("error: ") or "\nerror: " in err
     assert message in err
     assert "Traceback" not in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_an_unknown_flag_is_a_usage_error(tmp_path, texts, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        prepare(texts, "-o", tmp_path / "d", "--val-fraction=0.2")
+    assert stopped.value.code == 2
+    assert "unrecognized arguments: --val-fraction=0.2" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
 
 
@@ -293,7 +304,7 @@ def test_a_tokenizer_without_an_end_of_text_joins_documents_with_newlines(tmp_pa
 @functools.cache
 def trained_bpe():
     plan = encode.TokenizerPlan("hf", "bpe:400", train_vocab=400)
-    encode.train_bpe(plan, DOCS + ["\x00\U0001F600 ñ ǅ"], len(DOCS) + 1)
+    bpe.train_bpe(plan, DOCS + ["\x00\U0001F600 ñ ǅ"], len(DOCS) + 1)
     return plan
 
 
@@ -305,6 +316,52 @@ def test_gpt2_and_bpe_round_trip_any_text(text):
         assert Tokenizer.from_meta(plan.meta).decode(ids.tolist()) == text
         if plan.kind == "gpt2":
             assert ids.tolist() == GPT2.encode_ordinary(text)
+
+
+def long_run(kind: str, n: int) -> str:
+    """n characters with no break GPT-2's pattern cuts at (base64: a line of it, with a few)."""
+    rng = np.random.default_rng(0)
+    if kind == "base64":
+        import base64
+
+        return base64.b64encode(rng.bytes(n * 3 // 4)).decode()
+    alphabet = {"letters": string.ascii_letters, "digits": string.digits, "spaces": " \t",
+                "punctuation": "=+-*/<>!&|", "cjk": "日本語漢字"}[kind]
+    codes = np.array([ord(c) for c in alphabet], dtype="<u4")
+    return codes[rng.integers(0, len(codes), n)].tobytes().decode("utf-32-le")
+
+
+@pytest.mark.parametrize("kind", ["letters", "base64", "digits", "spaces", "punctuation", "cjk"])
+def test_bpe_cuts_a_long_word_before_training_and_encoding(kind):
+    from tokenizers import pre_tokenizers
+
+    word = long_run(kind, 1 << 20)
+    whole = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False).pre_tokenize_str(word)[0][0]
+    for pre in (bpe.pre_tokenizer(), Backend.from_str(trained_bpe().tokenizer_json).pre_tokenizer):
+        pieces = pre.pre_tokenize_str(word)
+        assert max(len(p) for p, _ in pieces) <= bpe.MAX_PRETOKEN  # what the trainer sees, and encoding
+        assert "".join(p for p, _ in pieces) == whole  # cut, nothing lost
+
+
+@settings(max_examples=25)
+@given(st.lists(st.tuples(st.sampled_from(["a", "Zq", "日", " ", "7", "==", "\n", "é"]), st.integers(1, 400)),
+                max_size=6))
+def test_bpe_round_trips_long_runs(runs):
+    text = "".join(chars * n for chars, n in runs)
+    plan = trained_bpe()
+    ids = encode.DocEncoder(plan).ids([text])[0]
+    assert Tokenizer.from_meta(plan.meta).decode(ids.tolist()) == text
+    pieces = Backend.from_str(plan.tokenizer_json).pre_tokenizer.pre_tokenize_str(text)
+    assert all(len(p) <= bpe.MAX_PRETOKEN for p, _ in pieces)
+
+
+def test_a_trained_bpe_loads_in_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    (tmp_path / "tokenizer.json").write_text(trained_bpe().tokenizer_json, encoding="utf-8")
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    text = "the world " + "x" * 1000 + " 日本語"
+    ids = fast(text, add_special_tokens=False)["input_ids"]
+    assert ids == encode.DocEncoder(trained_bpe()).ids([text])[0].tolist() and fast.decode(ids) == text
 
 
 # ---------------------------------------------------------------- pieces, workers and shards
@@ -447,6 +504,18 @@ def test_a_bad_input_is_one_line_and_leaves_the_dataset_as_it_was(tmp_path, caps
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+@pytest.mark.parametrize("name", ["bad.jsonl", "key.jsonl", "null.jsonl"])
+def test_a_bad_input_met_while_training_a_bpe_is_one_line(tmp_path, capfd, name):
+    data, message = BAD_INPUTS[name]
+    write_jsonl(tmp_path / "good.jsonl", DOCS)
+    (tmp_path / name).write_bytes(data)
+    assert prepare(tmp_path / "good.jsonl", tmp_path / name, "-o", tmp_path / "d", "--tokenizer", "bpe:300") == 1
+    err = capfd.readouterr().err
+    assert err.startswith("training bpe:300 on ") and err.count("\n") == 2, err  # the trainer's error, said here
+    assert err.splitlines()[1].startswith("error: ") and message in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["good.jsonl", name])
+
+
 def test_parquet_column_errors(tmp_path, capsys):
     pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow as pa
@@ -530,37 +599,134 @@ def test_ctrl_c_leaves_the_previous_dataset(tmp_path, monkeypatch, small_pieces,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "docs.jsonl"]
 
 
-SLOW_PREPARE = """
-import sys, time
+HELD_PREPARE = """
+import sys, threading
 from slo.runner import encode, prepare
-encode_piece = encode.encode_piece
-def slow(piece, mask):
-    time.sleep(0.05)
+from slo.runner.dataset import TokenWriter
+encode_piece, write = encode.encode_piece, TokenWriter.write
+def held(piece, mask):  # every piece after the first waits until the command is stopped
+    if piece.first_doc:
+        threading.Event().wait()
     return encode_piece(piece, mask)
-encode.encode_piece = slow
+def announced(self, split, ids):
+    write(self, split, ids)
+    print("wrote a piece", file=sys.stderr, flush=True)
+encode.encode_piece, TokenWriter.write = held, announced
 prepare.PIECE_BYTES = (2000, 2000)
 from slo.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+PLAIN_PREPARE = "import sys; from slo.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def start_prepare(hang_guard, script: str, args: list, line: str):
+    """slo prepare ARGS run by script in a session of its own, once it has printed ``line`` (to stderr):
+    the process and what it printed."""
+    child = subprocess.Popen([sys.executable, "-c", script, "prepare", *map(str, args)], stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    seen = []
+    try:
+        with hang_guard(60):
+            while line not in "".join(seen) and (text := child.stderr.readline()):
+                seen.append(text)
+        assert line in "".join(seen), "".join(seen)
+    except BaseException:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        raise
+    return child, "".join(seen)
+
+
+def stop(child, sig) -> str:
+    """Ctrl-C (SIGINT to the whole process group) or SIGTERM to the command; what it printed after."""
+    if sig == signal.SIGINT:
+        os.killpg(child.pid, sig)
+    else:
+        child.send_signal(sig)
+    try:
+        return child.communicate(timeout=60)[1]  # a guard against a hang; it stops at once
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        raise
+
+
+def children(pid: int) -> dict[int, bytes]:
+    """The live child processes of pid, with their command lines."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_mid_way_leaves_the_previous_dataset(tmp_path, sig):
-    write_jsonl(tmp_path / "docs.jsonl", DOCS * 400)
+def test_a_signal_mid_way_leaves_the_previous_dataset(tmp_path, hang_guard, sig):
+    write_jsonl(tmp_path / "docs.jsonl", DOCS * 40)
     assert prepare(tmp_path / "docs.jsonl", "-o", tmp_path / "d") == 0
     before = {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()}
-    child = subprocess.Popen([sys.executable, "-c", SLOW_PREPARE, "prepare", str(tmp_path / "docs.jsonl"), "-o",
-                              str(tmp_path / "d"), "--force", "--tokenizer", "char", "--workers", "2"],
-                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not any(p.name.startswith(".d.tmp-") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.2)
-    child.send_signal(sig)
-    _, err = child.communicate(timeout=30)
+    child, err = start_prepare(hang_guard, HELD_PREPARE, [tmp_path / "docs.jsonl", "-o", tmp_path / "d", "--force",
+                                                          "--tokenizer", "char", "--workers", "2"], "wrote a piece")
+    err += stop(child, sig)
     assert child.returncode == 128 + sig and "Traceback" not in err, err
     assert {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "docs.jsonl"]
+
+
+def start_bpe_training(tmp_path, hang_guard, *args):
+    """slo prepare big.txt -o tmp_path/d --tokenizer bpe:1048576, on 8 MB of random letters (minutes to train),
+    once its trainer has started: the command, what it printed, and the trainer's pid."""
+    (tmp_path / "big.txt").write_text(long_run("letters", 8 << 20))
+    child, err = start_prepare(hang_guard, PLAIN_PREPARE, [tmp_path / "big.txt", "-o", tmp_path / "d", *args,
+                                                           "--tokenizer", "bpe:1048576"], "training bpe:1048576")
+    started = children(child.pid)
+    assert [b"slo.runner.bpe" in command for command in started.values()] == [True], started  # it trains apart
+    return child, err, next(iter(started))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_bpe_training_at_once(tmp_path, hang_guard, sig):
+    write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    assert prepare(tmp_path / "docs.jsonl", "-o", tmp_path / "d") == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()}
+    child, err, trainer = start_bpe_training(tmp_path, hang_guard, "--force")
+    err += stop(child, sig)
+    assert child.returncode == 128 + sig and "Traceback" not in err, err
+    assert not alive(trainer)  # killed, and waited for
+    assert {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt", "d", "docs.jsonl"]
+
+
+def test_bpe_training_ends_with_a_killed_prepare(tmp_path, hang_guard):
+    child, _, trainer = start_bpe_training(tmp_path, hang_guard)
+    child.kill()  # SIGKILL: no time to stop the trainer
+    child.wait()
+    child.stderr.close()
+    with hang_guard(60):
+        while alive(trainer):
+            time.sleep(0.05)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt"]
+
+
+def test_a_killed_bpe_trainer_is_one_line(tmp_path, hang_guard):
+    child, err, trainer = start_bpe_training(tmp_path, hang_guard)
+    os.kill(trainer, signal.SIGKILL)  # as the kernel's out-of-memory killer does
+    err += child.communicate(timeout=60)[1]
+    assert child.returncode == 1 and err.splitlines()[1:] == [
+        "error: the process training bpe:1048576 was killed by signal 9 (out of memory?); try a smaller N or less "
+        "input"], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt"]
 
 
 def test_a_killed_prepare_is_swept_by_the_next(tmp_path):

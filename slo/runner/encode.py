@@ -172,24 +172,6 @@ def _json_field(path: Path, key: str):
     return data.get(key) if isinstance(data, dict) else None
 
 
-def train_bpe(plan: TokenizerPlan, texts: Iterable[str], n_docs: int) -> None:
-    """Train plan's bpe:N on texts: GPT-2's byte-level BPE (its pattern, its byte alphabet first), N - 1 ids
-    learned and the end of text as the last."""
-    library = hf_library(plan.spec)
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-
-    backend = library.Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=plan.train_vocab - 1, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    backend.train_from_iterator(texts, trainer, length=n_docs)
-    backend.add_special_tokens([EOT_TEXT])
-    plan.tokenizer_json = backend.to_str()
-    plan.vocab_size = backend.get_vocab_size(with_added_tokens=True)
-    plan.eot_id = backend.token_to_id(EOT_TEXT)
-
-
 # ---------------------------------------------------------------- a worker's side
 
 

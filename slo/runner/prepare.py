@@ -191,29 +191,16 @@ def check_replaceable(out: Path, inputs: list[str]) -> None:
                        "folder (train.bin, val.bin, meta.json): choose another -o")
 
 
-def progress_bar(total: int, desc: str, shown: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not shown, file=sys.stderr)
-
-
 def train_tokenizer(plan, reader, n_docs: int, progress: bool) -> None:
-    """bpe:N, trained on the documents (read in this process; the training itself uses every core): all of
-    them up to BPE_TRAIN_BYTES, else every k-th piece, so that its word counts stay bounded too."""
-    from .encode import train_bpe
-    from .sources import piece_texts
+    """bpe:N, trained on the documents in a process of its own (slo.runner.bpe): all of them up to
+    BPE_TRAIN_BYTES, else every k-th piece, so that its word counts stay bounded too."""
+    from .bpe import train_apart
 
     stride = -(-reader.total_bytes // BPE_TRAIN_BYTES)
     if stride > 1:
         print(f"note: {plan.spec} is trained on every {stride}th piece of the input, about "
               f"{reader.total_bytes / stride / 1e9:.1f} of its {reader.total_bytes / 1e9:.1f} GB", file=sys.stderr)
-    with progress_bar(reader.total_bytes, f"training {plan.spec}", progress) as bar:
-        def texts():
-            for i, piece in enumerate(reader.pieces()):
-                if i % stride == 0:
-                    yield from (t for t in piece_texts(piece, reader.text_key) if t)
-                bar.update(piece.n_bytes)
-        train_bpe(plan, texts(), n_docs // stride)
+    train_apart(plan, reader, stride, n_docs // stride, progress)
     if plan.vocab_size < plan.train_vocab:
         print(f"note: {plan.spec} learned only {plan.vocab_size:,} tokens: the input has no more pairs to merge",
               file=sys.stderr)
@@ -224,6 +211,7 @@ def find_alphabet(plan, reader, workers: int, progress: bool) -> None:
     import numpy as np
 
     from .encode import piece_alphabet, run_in_order
+    from .sources import progress_bar
 
     codes = np.array([ord("\n")], dtype=np.uint32)
     jobs = ((p,) for p in reader.pieces())
@@ -240,7 +228,7 @@ def write_tokens(out: Path, plan, reader, n_docs: int, ns, workers: int, progres
     """Encode every piece and write it as it comes; the meta of the dataset written."""
     from .dataset import TokenWriter
     from .encode import encode_piece, run_in_order
-    from .sources import DocumentSplit, note_skipped
+    from .sources import DocumentSplit, note_skipped, progress_bar
 
     split = DocumentSplit(n_docs, ns.val_fraction, ns.seed)
     docs = [0, 0]

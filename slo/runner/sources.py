@@ -377,6 +377,13 @@ class DocumentSplit:
         return mask
 
 
+def progress_bar(total: int, desc: str, shown: bool):
+    """A bar of the input's bytes on stderr (shown only where ``shown``: a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not shown, file=sys.stderr)
+
+
 def note_skipped(skipped: list[str]) -> None:
     if skipped:
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
