@@ -192,22 +192,24 @@ def test_builtin_default_output(tmp_path, monkeypatch):
     assert (tmp_path / "data" / "builtin" / "train.bin").is_file()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["{src}"], "say where the dataset goes: -o DATA_DIR/NAME"),
-    (["-o", "{tmp}/d"], "give text files or folders to read"),
-    (["{tmp}/missing.txt", "-o", "{tmp}/d"], "missing.txt does not exist"),
-    (["{src}/image.png", "-o", "{tmp}/d"], "no text found in 1 file"),
-    (["{src}", "-o", "{tmp}/d", "--val_fraction", "1"], "--val_fraction must be between 0 and 1"),
-    (["{src}", "--builtin", "-o", "{tmp}/d"], "--builtin takes no INPUT files"),
-    (["{src}", "-o", "{src}/a.txt"], "exists and is not a folder"),
-    (["{tmp}/tiny.txt", "-o", "{tmp}/d"], "3 tokens cannot be split with --val_fraction 0.1"),
+@pytest.mark.parametrize("args, status, message", [
+    (["{src}"], 2, "say where the dataset goes: -o DATA_DIR/NAME"),
+    (["-o", "{tmp}/d"], 2, "give text files or folders to read"),
+    (["{tmp}/missing.txt", "-o", "{tmp}/d"], 1, "missing.txt does not exist"),
+    (["{src}/image.png", "-o", "{tmp}/d"], 1, "no text found in 1 file"),
+    (["{src}", "-o", "{tmp}/d", "--val_fraction", "1"], 2, "--val_fraction must be between 0 and 1"),
+    (["{src}", "--builtin", "-o", "{tmp}/d"], 2, "--builtin takes no INPUT files"),
+    (["{src}", "-o", "{src}/a.txt"], 1, "exists and is not a folder"),
+    (["{tmp}/tiny.txt", "-o", "{tmp}/d"], 1, "3 tokens cannot be split with --val_fraction 0.1"),
 ])
-def test_errors(tmp_path, texts, capsys, args, message):
+def test_errors(tmp_path, texts, capsys, args, status, message):
+    """A run that fails is exit 1 (error: ...); arguments that cannot be acted on are usage errors, exit 2."""
     (tmp_path / "tiny.txt").write_text("ab")
     args = [a.format(src=texts, tmp=tmp_path) for a in args]
-    assert prepare(*args) == 1
+    assert prepare(*args) == status
     err = capsys.readouterr().err
-    assert err.startswith("error: ") or "\nerror: " in err
+    prefix = "error: " if status == 1 else "slo prepare: error: "
+    assert err.startswith(prefix) or "\n" + prefix in err
     assert message in err
     assert "Traceback" not in err
     assert not (tmp_path / "d").exists()
@@ -531,24 +533,26 @@ def test_parquet_column_errors(tmp_path, capsys):
     assert "nulls.parquet: the 'text' of row 2 is null, not text" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--tokenizer", "wordpiece"], "unknown tokenizer 'wordpiece' (no such file or folder either): --tokenizer takes"),
-    (["--tokenizer", "bpe:abc"], "--tokenizer bpe:abc: N must be a whole number of tokens from 257"),
-    (["--tokenizer", "bpe:100"], "N must be a whole number of tokens from 257"),
-    (["--tokenizer", "{tmp}/corrupt.json"], "corrupt.json is not a tokenizer.json that the tokenizers library reads"),
-    (["--tokenizer", "{tmp}"], "holds no tokenizer.json"),
-    (["--tokenizer", "gpt2", "--char"], "--char and --tokenizer gpt2 name two tokenizers"),
-    (["--shard_tokens", "0"], "--shard_tokens must be a positive number"),
-    (["--workers", "0"], "--workers must be at least 1"),
-    (["--seed", "-1"], "--seed must be a whole number from 0"),
+@pytest.mark.parametrize("args, status, message", [
+    (["--tokenizer", "wordpiece"], 2, "unknown tokenizer 'wordpiece' (no such file or folder either): --tokenizer takes"),
+    (["--tokenizer", "bpe:abc"], 2, "--tokenizer bpe:abc: N must be a whole number of tokens from 257"),
+    (["--tokenizer", "bpe:100"], 2, "N must be a whole number of tokens from 257"),
+    (["--tokenizer", "{tmp}/corrupt.json"], 1, "corrupt.json is not a tokenizer.json that the tokenizers library reads"),
+    (["--tokenizer", "{tmp}"], 1, "holds no tokenizer.json"),
+    (["--tokenizer", "gpt2", "--char"], 2, "--char and --tokenizer gpt2 name two tokenizers"),
+    (["--shard_tokens", "0"], 2, "--shard_tokens must be a positive number"),
+    (["--workers", "0"], 2, "--workers must be at least 1"),
+    (["--seed", "-1"], 2, "--seed must be a whole number from 0"),
 ])
-def test_argument_errors(tmp_path, capsys, args, message):
+def test_argument_errors(tmp_path, capsys, args, status, message):
+    """A bad value is a usage error (exit 2); a tokenizer file that cannot be read is a failed run (exit 1)."""
     (tmp_path / "corrupt.json").write_text('{"model": {"type": "BPE", "vocab": ')
     write_jsonl(tmp_path / "docs.jsonl", DOCS)
     args = [a.format(tmp=tmp_path) for a in args]
-    assert prepare(tmp_path / "docs.jsonl", "-o", tmp_path / "d", *args) == 1
+    assert prepare(tmp_path / "docs.jsonl", "-o", tmp_path / "d", *args) == status
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    prefix = "error: " if status == 1 else "slo prepare: error: "
+    assert err.startswith(prefix) and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "d").exists()
 
 

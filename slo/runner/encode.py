@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..errors import RunError, first_line
+from ..errors import RunError, UsageError, first_line
 from .sources import Piece, piece_texts
 
 EOT_TEXT = "<|endoftext|>"  # what bpe:N adds as its last id, GPT-2's end of text
@@ -88,14 +88,14 @@ def resolve_tokenizer(spec: str) -> TokenizerPlan:
     if spec.startswith("bpe:"):
         size = spec[4:].replace("_", "")
         if not size.isdigit() or not BPE_VOCAB[0] <= int(size) <= BPE_VOCAB[1]:
-            raise RunError(f"--tokenizer {spec}: N must be a whole number of tokens from {BPE_VOCAB[0]} "
+            raise UsageError(f"--tokenizer {spec}: N must be a whole number of tokens from {BPE_VOCAB[0]} "
                            f"(the 256 bytes and the end of text) to {BPE_VOCAB[1]:,}, such as bpe:8192")
         hf_library(spec)
         return TokenizerPlan("hf", spec, train_vocab=int(size))
     path = Path(spec)
     if path.exists():
         return given_tokenizer(path)
-    raise RunError(f"unknown tokenizer {spec!r} (no such file or folder either): --tokenizer takes {TOKENIZER_NAMES}")
+    raise UsageError(f"unknown tokenizer {spec!r} (no such file or folder either): --tokenizer takes {TOKENIZER_NAMES}")
 
 
 def gpt2_encoding():

@@ -23,7 +23,7 @@ import sys
 import threading
 from pathlib import Path
 
-from ..errors import RunError
+from ..errors import RunError, UsageError
 
 DEFAULT_BUILTIN_OUT = "data/builtin"
 DATASET_FILES = frozenset(("train.bin", "val.bin", "meta.json", "meta.pkl", "tokenizer.json"))
@@ -62,8 +62,6 @@ def add_arguments(parser, command: str) -> None:
 
 def run(ns, rest) -> int:
     try:
-        if rest:
-            raise RunError(f"unexpected arguments: {' '.join(rest)}")
         with _terminate_as_exit():
             print(prepare(ns))
     except RunError as e:
@@ -136,9 +134,9 @@ def worker_count(plan, reader, asked: int | None) -> int:
 
 def tokenizer_spec(ns) -> str:
     if ns.char and ns.tokenizer not in (None, "char"):
-        raise RunError(f"--char and --tokenizer {ns.tokenizer} name two tokenizers; give one")
+        raise UsageError(f"--char and --tokenizer {ns.tokenizer} name two tokenizers; give one")
     if ns.builtin and ns.tokenizer not in (None, "bytes", "byte"):
-        raise RunError("--builtin makes the byte-level built-in corpus; another --tokenizer needs INPUT files")
+        raise UsageError("--builtin makes the byte-level built-in corpus; another --tokenizer needs INPUT files")
     return "char" if ns.char else ns.tokenizer or "bytes"
 
 
@@ -146,23 +144,23 @@ def checked_output(ns) -> Path:
     """The output folder, once the arguments are known to make sense together."""
     out = Path(ns.out or (DEFAULT_BUILTIN_OUT if ns.builtin else ""))
     if not ns.out and not ns.builtin:
-        raise RunError(
+        raise UsageError(
             "say where the dataset goes: -o DATA_DIR/NAME (then train with DATA data_dir=DATA_DIR dataset=NAME)"
         )
     if ns.builtin and ns.inputs:
-        raise RunError("--builtin takes no INPUT files: it reads Python's own sources")
+        raise UsageError("--builtin takes no INPUT files: it reads Python's own sources")
     if not ns.builtin and not ns.inputs:
-        raise RunError("give text files or folders to read (or --builtin for the built-in corpus)")
+        raise UsageError("give text files or folders to read (or --builtin for the built-in corpus)")
     if not 0 < ns.val_fraction < 1:
-        raise RunError(f"--val_fraction must be between 0 and 1 (exclusive), not {ns.val_fraction}")
+        raise UsageError(f"--val_fraction must be between 0 and 1 (exclusive), not {ns.val_fraction}")
     if not 0 <= ns.seed < 1 << 63:
-        raise RunError(f"--seed must be a whole number from 0 to 2**63 - 1, not {ns.seed}")
+        raise UsageError(f"--seed must be a whole number from 0 to 2**63 - 1, not {ns.seed}")
     if ns.shard_tokens is not None and ns.shard_tokens < 1:
-        raise RunError(f"--shard_tokens must be a positive number of tokens, not {ns.shard_tokens}")
+        raise UsageError(f"--shard_tokens must be a positive number of tokens, not {ns.shard_tokens}")
     if ns.workers is not None and ns.workers < 1:
-        raise RunError(f"--workers must be at least 1, not {ns.workers}")
+        raise UsageError(f"--workers must be at least 1, not {ns.workers}")
     if not ns.text_key:
-        raise RunError("--text_key must name a field, not be empty")
+        raise UsageError("--text_key must name a field, not be empty")
     if out.exists() and not out.is_dir():
         raise RunError(f"{out} exists and is not a folder; choose another -o")
     if out.is_dir() and any(out.iterdir()):
