@@ -107,6 +107,30 @@ def _merge_into(target: dict, layer: dict) -> None:
         target[key] = entry if below is None else _splice(entry, below)
 
 
+# The rules that read each key. The defaults satisfy every rule, so a rule whose keys all keep
+# their defaults holds: a config is checked by the rules of the keys it sets, not by them all.
+_RULES_OF_KEY: dict[str, list[int]] = {}
+for _i, (_keys, _) in enumerate(RULES):
+    for _key in _keys:
+        _RULES_OF_KEY.setdefault(_key, []).append(_i)
+_RULES_OF_KEYS: dict[tuple, tuple] = {}  # the keys a config sets, in order -> rules_reading's answer
+_MAX_KEY_SETS = 4096  # the memo forgets past this many different sets of keys
+
+
+def rules_reading(keys) -> tuple:
+    """The (keys, check) rules that read any of keys, in RULES' order. Remembered per set of keys,
+    which repeats from one load of a file to the next."""
+    keys = tuple(keys)
+    rules = _RULES_OF_KEYS.get(keys)
+    if rules is None:
+        picked = sorted({i for key in keys for i in _RULES_OF_KEY.get(key, ())})
+        rules = tuple(RULES[i] for i in picked)
+        if len(_RULES_OF_KEYS) >= _MAX_KEY_SETS:
+            _RULES_OF_KEYS.clear()
+        _RULES_OF_KEYS[keys] = rules
+    return rules
+
+
 class _Resolver:
     def __init__(self, environ, trust_py: bool = False, trust_env: bool = False, read_text=read_file):
         self.environ = os.environ if environ is None else environ
@@ -159,7 +183,7 @@ class _Resolver:
             return done
         values = src.entries if src.entries is not None else chain_entries(src.sets, src.path)
         env = src.env_entries if src.env_entries is not None else chain_entries(src.env, src.path)
-        sweeps = self._own_sweeps(src, values)
+        sweeps = self._own_sweeps(src, values) if src.sweep else {}
         if src.bases:
             below, below_env, below_sweeps = self.resolve_bases(src, chain)
             self._unswept(below_sweeps, values, src)
@@ -253,11 +277,10 @@ class _Resolver:
         env_final: dict[str, Any] = {}
         if rest or env:
             env_final = Interpolation(final, values, env, self.environ, self._error_at).run(rest)
-        if not self.trust_env:
+        if env and not self.trust_env:
             self._check_code_env(env)
         failed = {k for k in rest if final[k] is FAILED} if len(self.errors) > errors_before else ()
-        for keys, check in RULES:
-            # The defaults satisfy every rule, so checking them all costs less than picking.
+        for keys, check in rules_reading(values):
             if failed and not failed.isdisjoint(keys) or swept and not swept.isdisjoint(keys):
                 continue
             message = check(final)

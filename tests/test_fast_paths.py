@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from slo import _parser_py
-from slo.schema import DEFAULTS, KEYS
+from slo import ConfigError, _parser_py, loads, resolve
+from slo.schema import DEFAULTS, KEYS, RULES
 
 try:
     from slo import _parser as _parser_c
@@ -78,3 +78,29 @@ def test_type_values_takes_plain_references():
     assert typed == {"max_iters": 5000, "lr_decay_iters": 5000, "warmup_iters": 200}
     # an int for a float, out of range, an int for a str, the environment, no such key: the resolver's work
     assert rest == ["min_lr", "beta1", "out_dir", "dataset", "seed"]
+
+
+def test_a_load_runs_only_the_rules_of_the_keys_it_sets(monkeypatch):
+    """The defaults satisfy every rule, so a config that sets 3 keys is checked by the one rule that reads them."""
+    ran = []
+    counted = tuple((keys, lambda v, keys=keys, check=check: ran.append(keys) or check(v)) for keys, check in RULES)
+    monkeypatch.setattr(resolve, "RULES", counted)
+    monkeypatch.setattr(resolve, "_RULES_OF_KEYS", {})
+    text = "MODEL n_layer=2\nDATA batch_size=4\nTRAIN max_iters=10\n"
+    assert loads(text)["max_iters"] == 10
+    assert ran == [("stop_iter", "max_iters")]
+    ran.clear()
+    with pytest.raises(ConfigError, match="stop_iter=20 is beyond max_iters=10"):
+        loads(text, overrides=["--stop_iter=20", "--n_embd=100"])
+    assert ran == [keys for keys, _ in RULES if {"stop_iter", "n_embd"} & set(keys)]
+
+
+def test_the_rules_of_a_set_of_keys_are_remembered_and_forgotten_past_the_limit(monkeypatch):
+    monkeypatch.setattr(resolve, "_RULES_OF_KEYS", {})
+    monkeypatch.setattr(resolve, "_MAX_KEY_SETS", 2)
+    first = resolve.rules_reading(["n_head"])
+    assert resolve.rules_reading(("n_head",)) is first
+    assert [keys for keys, _ in first] == [keys for keys, _ in RULES if "n_head" in keys]
+    assert resolve.rules_reading(["n_layer"]) == ()  # no rule reads n_layer
+    resolve.rules_reading(["device"])
+    assert len(resolve._RULES_OF_KEYS) == 1

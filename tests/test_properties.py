@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import slo.tokenizer
 from slo import ConfigError, dumps, load, loads
 from slo.errors import Diagnostic
-from slo.resolve import MAX_DEPTH
+from slo.resolve import MAX_DEPTH, rules_reading
 from slo.schema import DEFAULTS, KEYS, RULES, code_env
 
 # ---- text that looks like the language, and text that does not -------------------
@@ -517,3 +517,16 @@ def test_bases_of_other_formats_load_or_raise_config_error(hang_guard, suffix, d
         base.write_bytes(data)
         with hang_guard(10):
             _only_config_errors(loads, f"FROM base{suffix}\n", path=str(Path(tmp) / "t.config"), env={})
+
+
+def test_the_defaults_satisfy_every_rule():
+    assert [check(DEFAULTS) for _, check in RULES] == [None] * len(RULES)
+
+
+@given(st.sets(st.sampled_from(sorted(KEYS))).flatmap(lambda keys: st.fixed_dictionaries({k: _value(k) for k in keys})))
+def test_the_rules_of_the_keys_set_find_what_every_rule_finds(values):
+    """A load checks only the rules that read a key it sets (slo.resolve.rules_reading): the same problems."""
+    final = {**DEFAULTS, **values}
+    every = [check(final) for _, check in RULES]
+    picked = [check(final) for _, check in rules_reading(values)]
+    assert [m for m in picked if m] == [m for m in every if m]
