@@ -99,6 +99,10 @@ def test_sdpa_uses_a_fused_kernel_for_the_shipped_configs(config):
             torch.autocast("cuda", dtype=torch.bfloat16):
         _, loss = model(x, x)  # raises when only the math fallback could run
         loss.backward()
+    with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), torch.autocast("cuda", dtype=torch.bfloat16):
+        _, reference = model(x, x)
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-2)  # the fused kernel computes what the math one does
 
 
 def test_resume_on_cuda_continues_the_same_losses(tmp_path):
