@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,11 @@ import slo.tokenizer
 
 # Deterministic by default (the same examples on every run); the "explore"
 # profile (pytest --hypothesis-profile=explore) draws fresh ones on each run.
-# Deadlines are generous: the machine is small and shared, and a real hang is
-# caught by hang_guard, not by a deadline.
-settings.register_profile("slo", derandomize=True, database=None, deadline=timedelta(seconds=5),
+# No deadlines: the machine is small and shared, so an example's time says
+# nothing; a real hang is caught by hang_guard.
+settings.register_profile("slo", derandomize=True, database=None, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("explore", derandomize=False, deadline=timedelta(seconds=10),
+settings.register_profile("explore", derandomize=False, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("slo")
 
@@ -61,7 +60,7 @@ def run_slo(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
     full_env = dict(os.environ)
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "slo.cli", *map(str, args)], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="session")

@@ -423,7 +423,7 @@ def test_console_script_runs(write, tmp_path):
     import sys
     src = write("a.py", "n_layer = 3 * 2\n")
     result = subprocess.run([sys.executable, "-m", "slo.convert", str(src), "-o", str(tmp_path / "a.config")],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "a.config").read_text() == "MODEL n_layer=6\n"
 

@@ -341,7 +341,7 @@ def test_builtin_corpus_is_deterministic(tmp_path):
 def test_builtin_corpus_built_by_several_processes_at_once(tmp_path):
     code = "import sys; from slo.runner.corpus import build_builtin; build_builtin(sys.argv[1], max_bytes=300_000)"
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "builtin")]) for _ in range(3)]
-    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["builtin"]
     ds = open_dataset(tmp_path, "builtin")
     assert len(ds.train) == ds.meta["tokens"]["train"]

@@ -54,7 +54,7 @@ def test_a_second_run_into_a_busy_out_dir_refuses_and_changes_nothing(tmp_path, 
         assert slo_main(["runs", str(tmp_path)]) == 0
         assert "running" in capsys.readouterr().out
         first.send_signal(signal.SIGTERM)
-        stdout, stderr = first.communicate(timeout=60)
+        stdout, stderr = first.communicate(timeout=300)
     finally:
         if first.poll() is None:
             first.kill()
@@ -72,7 +72,7 @@ def test_a_killed_run_leaves_no_lock(tmp_path):
         wait_for_steps(proc, out, 2)
         assert holder(out)["pid"] == proc.pid
         proc.kill()
-        proc.communicate(timeout=30)
+        proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()

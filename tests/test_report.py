@@ -216,7 +216,7 @@ def test_runs_of_an_empty_folder_and_of_a_missing_one(tmp_path, capsys):
 def test_runs_answers_without_importing_torch(runs):
     code = ("import sys; from slo.cli import main; code = main(['runs', sys.argv[1]]); "
             "print('torch imported' if 'torch' in sys.modules else 'no torch'); sys.exit(code)")
-    proc = subprocess.run([sys.executable, "-c", code, str(runs)], capture_output=True, text=True, timeout=60,
+    proc = subprocess.run([sys.executable, "-c", code, str(runs)], capture_output=True, text=True, timeout=300,
                           cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "no torch"

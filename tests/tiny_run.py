@@ -74,7 +74,7 @@ def sigterm_after_steps(proc, out_dir: Path, steps: int, timeout: float = 120) -
     try:
         wait_for_steps(proc, out_dir, steps, timeout)
         proc.send_signal(signal.SIGTERM)
-        return proc.communicate(timeout=60)
+        return proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
