@@ -168,7 +168,10 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {s: tuple(k.name for k in KEYS.values
 # The keys that shape the network, and of those the ones that only change how it trains (not its weights).
 SHAPE_KEYS = SECTION_KEYS["MODEL"] + SECTION_KEYS["ADVANCED"] + ("block_size",)
 TRAINING_ONLY_KEYS = ("dropout", "init_std", "activation_checkpointing", "zero_init_proj")
+NANOGPT_MODEL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")  # its GPTConfig
 PRETRAINED = {name: "openai-community/" + name for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
+# the Hugging Face repos that hold them: the current name, then the one nanoGPT's from_pretrained('gpt2') caches
+PRETRAINED_REPOS = {name: (repo, name) for name, repo in PRETRAINED.items()}
 HF_PREFIX = "hf:"  # init_from=hf:NAME_OR_FOLDER
 SWEEP = "SWEEP"  # its items name keys to sweep (slo.trials), not values to set
 KEYED_DIRECTIVES = SECTIONS + (SWEEP,)  # the directives whose items are keys of the schema

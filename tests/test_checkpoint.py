@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+import datetime
+import decimal
 import multiprocessing
 import os
 import signal
@@ -9,12 +12,15 @@ import time
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.nn import functional as F
 
 from slo.errors import RunError
 from slo.runner import checkpoint as ckpt_module
 from slo.runner.checkpoint import check_compatible, load_checkpoint, model_from_checkpoint, save_checkpoint
 from slo.runner.model import GPT, ModelArgs
+from test_data import _Exploit as Payload  # a pickle that runs a shell command when unpickled
 
 TINY = dict(n_layer=2, n_head=4, n_embd=32, block_size=16, vocab_size=64)
 
@@ -216,6 +222,41 @@ def test_pickled_python_objects_are_refused(tmp_path):
     torch.save({"model": {}, "extra": Arbitrary()}, path)
     with pytest.raises(RunError, match=r"a Python object \(.*Arbitrary\) that safe loading refuses"):
         load_checkpoint(path)
+
+
+def test_a_checkpoint_whose_unpickling_runs_a_command_is_refused_and_never_run(tmp_path):
+    marker = tmp_path / "ran"
+    torch.save({"model": {}, "payload": Payload(marker)}, tmp_path / "ckpt.pt")
+    with pytest.raises(RunError) as info:
+        load_checkpoint(tmp_path / "ckpt.pt")
+    assert not marker.exists()
+    assert "holds a Python object (posix.system) that safe loading refuses" in str(info.value)
+    assert "weights_only" not in str(info.value) and "corrupt" not in str(info.value)
+
+
+HOSTILE = [Arbitrary(), Payload("/nonexistent/ran"), os.getcwd, collections.deque([1]), datetime.date(2020, 1, 1),
+           decimal.Decimal(1), frozenset({1}), range(3), slice(1, 2), type, Exception("x")]
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=st.sampled_from(HOSTILE), protocol=st.integers(2, 5), legacy=st.booleans(),
+       flips=st.lists(st.integers(0, 10 ** 6), max_size=4))
+def test_no_refusal_nor_damage_is_ever_told_to_load_unsafely(tmp_path_factory, value, protocol, legacy, flips):
+    """torch's text for a refused object advises weights_only=False, which runs what the file holds;
+    whatever a file holds and however it is damaged, slo's message never says it, and names a refusal
+    as one, never as damage."""
+    path = tmp_path_factory.mktemp("ckpt") / "ckpt.pt"
+    torch.save({"model": {"w": torch.zeros(3)}, "extra": value}, path, pickle_protocol=protocol,
+               _use_new_zipfile_serialization=not legacy)
+    data = bytearray(path.read_bytes())
+    for at in flips:
+        data[at % len(data)] ^= 0xFF
+    path.write_bytes(bytes(data))
+    try:
+        load_checkpoint(path)
+    except RunError as e:
+        assert "weights_only" not in str(e) and "weights only" not in str(e).lower()
+        assert flips or protocol >= 4 or "that safe loading refuses" in str(e)  # torch reads protocols 2 and 3
 
 
 # ---------------------------------------------------------------- model compatibility

@@ -4,7 +4,11 @@ a save killed mid-write, a failed rank, and the config's rules."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +24,9 @@ from slo.runner.checkpoint import load_checkpoint, model_from_checkpoint
 from slo.cli import main as slo_main
 from slo.runner.train import main
 from slo.runner.trainer import Trainer
+from test_checkpoint import Payload
 from test_ddp import RUN_TIMEOUT, environment, train_ddp, weights
+from test_nanogpt_checkpoint import NANOGPT_FIELDS
 from tiny_run import metrics, tiny_config
 
 FSDP = ("--strategy=fsdp",)
@@ -193,3 +199,83 @@ def test_the_fsdp_keys_are_errors_exactly_where_they_cannot_apply(strategy, resh
         assert strategy == "ddp" and applies_only_to_fsdp and "only applies to strategy=fsdp" in str(e)
     else:
         assert strategy == "fsdp" or not applies_only_to_fsdp
+
+
+@pytest.fixture(scope="module")
+def sharded_run(tmp_path_factory):
+    """A 2-process run that saved a sharded checkpoint at iter 3 (its config, its out_dir), copied by each test."""
+    root = tmp_path_factory.mktemp("sharded")
+    config = tiny_config(root, "run", max_iters=6)
+    assert train_ddp(config, *SHARDED, "--max_iters=3").returncode == 0
+    return config, root / "run"
+
+
+@pytest.mark.parametrize("name, damage", [("__1_0.distcp", "delete"), ("__0_0.distcp", "truncate"),
+                                          ("trainer.pt", "delete"), ("trainer.pt", "truncate"),
+                                          (".metadata", "delete"), (".metadata", "truncate")])
+def test_a_damaged_sharded_checkpoint_is_one_line_naming_the_file_from_every_command(sharded_run, tmp_path, capsys,
+                                                                                    name, damage):
+    config, saved = sharded_run
+    run = tmp_path / "run"
+    shutil.copytree(saved, run)
+    path = run / "ckpt.sharded" / name
+    if damage == "delete":
+        path.unlink()
+    else:
+        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    said = "is missing" if damage == "delete" else "is cut short" if name.endswith(".distcp") else "corrupt"
+    folder = f"the sharded checkpoint {run / 'ckpt.sharded'} is damaged: "
+    proc = train_ddp(config, f"--out_dir={run}", "--init_from=resume", *SHARDED)  # asserts no traceback
+    [line] = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and folder in line and name in line and said in line, proc.stderr
+    capsys.readouterr()
+    commands = [lambda: main([str(config), f"--out_dir={run}", "--init_from=resume", *SHARDED]),
+                lambda: main([str(config), f"--out_dir={tmp_path / 'tuned'}", f"--init_from={run}"]),
+                lambda: slo_main(["sample", str(run), "--max_new_tokens=4"]),
+                lambda: slo_main(["export", str(run), "-o", str(tmp_path / "hf")])]
+    for command in commands:
+        assert command() == 1
+        err = capsys.readouterr().err
+        [line] = err.strip().splitlines()
+        assert line.startswith("error: " + folder) and name in line and said in line and "Traceback" not in err
+    assert "copy the whole folder again" in line and "init_from=scratch" in line
+
+
+def test_a_sharded_checkpoint_whose_index_or_shard_would_run_a_command_is_refused_and_never_run(sharded_run,
+                                                                                                tmp_path, capsys):
+    _, saved = sharded_run
+    marker = tmp_path / "ran"
+    index, shard = tmp_path / "index", tmp_path / "shard"
+    for run in (index, shard):
+        shutil.copytree(saved, run)
+    (index / "ckpt.sharded" / ".metadata").write_bytes(pickle.dumps(Payload(marker)))
+    folder = shard / "ckpt.sharded"  # a weight's bytes: such a pickle, appended to its file, the index pointing at it
+    with open(folder / ".metadata", "rb") as f:
+        metadata = pickle.load(f)  # the test's own file
+    key, item = next((k, v) for k, v in metadata.storage_data.items() if k.fqn.startswith("model."))
+    blob = io.BytesIO()
+    torch.save(Payload(marker), blob)
+    path = folder / item.relative_path
+    metadata.storage_data[key] = dataclasses.replace(item, offset=path.stat().st_size, length=len(blob.getvalue()))
+    with open(path, "ab") as f:
+        f.write(blob.getvalue())
+    (folder / ".metadata").write_bytes(pickle.dumps(metadata))
+    for run, where in ((index, "its index .metadata"), (shard, "a shard")):
+        assert slo_main(["sample", str(run), "--max_new_tokens=4"]) == 1
+        err = capsys.readouterr().err
+        assert f"{where} holds a Python object (posix.system) that safe loading refuses" in err
+        assert "weights_only" not in err and "Traceback" not in err
+    assert not marker.exists()
+    metadata.storage_data[key] = dataclasses.replace(item, relative_path="../../elsewhere.distcp")
+    (folder / ".metadata").write_bytes(pickle.dumps(metadata))  # an index naming a file outside its folder
+    assert slo_main(["sample", str(shard), "--max_new_tokens=4"]) == 1
+    assert "its index .metadata names a shard outside the folder ('../../elsewhere.distcp')" in capsys.readouterr().err
+
+
+def test_a_sharded_checkpoint_of_a_nanogpt_shaped_model_keeps_nanogpt_s_model_args(sharded_run):
+    _, saved = sharded_run
+    info = torch.load(saved / "ckpt.sharded" / "trainer.pt", weights_only=True)
+    assert set(info["model_args"]) == NANOGPT_FIELDS
+    ckpt = load_checkpoint(saved)  # read back whole, the keys left out at their defaults
+    args = model_from_checkpoint(ckpt).args
+    assert args.n_kv_head == 2 and not args.use_rope and args.n_layer == 2

@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 
 from slo.runner.checkpoint import load_checkpoint  # noqa: E402
 from slo.runner.train import main as train_main  # noqa: E402
+from test_checkpoint import Payload  # noqa: E402
 from tiny_run import TEXT, make_dataset, metrics  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -126,8 +127,25 @@ def test_gpt2_with_an_empty_cache_and_no_network_is_a_one_line_error(tmp_path):
                        env=env, timeout=300)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     [line] = r.stderr.strip().splitlines()
-    assert line.startswith("error: the weights of init_from=gpt2 (openai-community/gpt2) are not in the Hugging Face "
-                           f"cache ({tmp_path / 'hf' / 'hub'})") and "hf download openai-community/gpt2" in line
+    assert line.startswith("error: the weights of init_from=gpt2 (openai-community/gpt2 or gpt2) are not in the "
+                           f"Hugging Face cache ({tmp_path / 'hf' / 'hub'})") and "hf download openai-community/gpt2" in line
+
+
+def test_gpt2_is_found_where_nanogpt_s_from_pretrained_cached_it(tmp_path):
+    """nanoGPT calls from_pretrained('gpt2'), which the cache keeps as models--gpt2, not under openai-community."""
+    folder = tmp_path / "tiny-gpt2"
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=256,
+                                                         n_positions=32)).save_pretrained(folder)
+    publish_to_cache(tmp_path / "hf", "gpt2", folder)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-m", "slo.cli", "train", str(finetune_config(tmp_path, "gpt2")),
+                        "--max_iters=1", "--eval_interval=1", "--eval_iters=1"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "starting from the weights of the pretrained gpt2 with a fresh optimizer" in r.stdout
+    args = load_checkpoint(tmp_path / "out" / "ckpt.pt")["model_args"]
+    assert (args["n_layer"], args["n_embd"], args["block_size"]) == (1, 16, 32)
 
 
 def test_nanogpt_finetune_shakespeare_runs_against_a_cached_stand_in(gpt2_folder, tmp_path):
@@ -154,3 +172,25 @@ def test_nanogpt_finetune_shakespeare_runs_against_a_cached_stand_in(gpt2_folder
     assert ckpt["config"]["init_from"] == "gpt2-xl" and ckpt["model_args"]["n_embd"] == 32
     assert ckpt["model_args"]["block_size"] == 64  # the stand-in's context: block_size was left to the weights
     assert json.loads((tmp_path / "out-shakespeare" / "config.json").read_text())["block_size"] == 64
+
+
+def test_a_pytorch_model_bin_holding_other_objects_is_refused_as_such_and_never_run(tmp_path, capsys):
+    folder = tmp_path / "hostile"
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=256,
+                                                                 n_positions=32))
+    model.config.save_pretrained(folder)
+    marker = tmp_path / "ran"
+    torch.save({**model.state_dict(), "payload": Payload(marker)}, folder / "pytorch_model.bin")
+    assert train_main([str(finetune_config(tmp_path, f"hf:{folder}"))]) == 1
+    err = capsys.readouterr().err
+    assert not marker.exists()
+    assert f"{folder / 'pytorch_model.bin'} holds Python objects other than tensors (posix.system), which slo " \
+           "does not load" in err and "safetensors copy" in err
+    assert "weights_only" not in err and "corrupt" not in err and "download it again" not in err
+    whole = folder / "whole.bin"
+    torch.save(model.state_dict(), whole)
+    (folder / "pytorch_model.bin").write_bytes(whole.read_bytes()[:2000])  # cut short: that, and only that
+    assert train_main([str(finetune_config(tmp_path, f"hf:{folder}"))]) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "pytorch_model.bin is truncated or corrupt (PytorchStreamReader failed reading zip archive" in line
+    assert line.endswith("download it again") and "weights_only" not in line

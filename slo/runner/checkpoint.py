@@ -26,11 +26,12 @@ import torch
 
 from .. import atomic
 from ..errors import RunError, first_line
-from ..schema import TRAINING_ONLY_KEYS
+from ..schema import NANOGPT_MODEL_ARGS, TRAINING_ONLY_KEYS
 from . import sharded
 from .files import CHECKPOINT_NAME, SHARDED_NAME
 from .model import BYTES_TO_LOAD, GPT, ModelArgs, build_model
-from .sharded import INFO_NAME
+from .safeload import cause, refused
+from .sharded import INDEX_NAME, INFO_NAME
 
 # prefixes torch.compile and DistributedDataParallel put before parameter names
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
@@ -93,11 +94,12 @@ def _write_failure(e: BaseException, folder: Path) -> str:
 def latest_checkpoint(out_dir: Path) -> Path | None:
     """The checkpoint a run in out_dir saved last: its ckpt.pt or its ckpt.sharded folder (None when neither)."""
     sharded.settle(out_dir / SHARDED_NAME)
-    found = [path for path in (out_dir / CHECKPOINT_NAME, out_dir / SHARDED_NAME / INFO_NAME) if path.exists()]
+    folder = out_dir / SHARDED_NAME
+    found = [path for path in (out_dir / CHECKPOINT_NAME, folder / INFO_NAME, folder / INDEX_NAME) if path.exists()]
     if not found:
         return None
     newest = max(found, key=lambda path: path.stat().st_mtime_ns)
-    return newest.parent if newest.name == INFO_NAME else newest
+    return folder if newest.parent == folder else newest
 
 
 def checkpoint_file(path: Path) -> Path:
@@ -131,7 +133,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", weights: bool =
 
 
 def _load_sharded(folder: Path, weights: bool) -> dict:
-    info = _read(folder / INFO_NAME)
+    info = _read(folder / INFO_NAME, folder=folder)
     if not isinstance(info, dict) or not isinstance(info.get("model_args"), dict):
         raise RunError(f"{folder / INFO_NAME} is not the record of a sharded checkpoint of slo (no model_args); "
                        "resume from another checkpoint, or start with init_from=scratch")
@@ -143,30 +145,33 @@ def _load_sharded(folder: Path, weights: bool) -> dict:
     return {**info, "model": state["model"], "sharded": str(folder)}
 
 
-def _read(path: Path, map_location="cpu"):
+def _read(path: Path, map_location="cpu", folder: Path | None = None):
     """torch.load(path, weights_only=True), with a RunError saying what to do for a missing, truncated,
-    corrupt or foreign file."""
+    corrupt or foreign file; folder: the sharded checkpoint whose trainer.pt path is (its errors say so)."""
     where = f"{path.name} in {path.parent}"
+    if folder is not None and not path.is_file():
+        raise sharded.damaged(folder, f"{path.name} is missing")
     if not path.exists():
         raise RunError(f"no checkpoint at {path}: train a model first (slo train CONFIG), "
                        "or point init_from / the sample command at an existing .pt file or out_dir")
     if not path.is_file():
         raise RunError(f"{path} is not a file; give a checkpoint file or the out_dir that holds {CHECKPOINT_NAME}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        refused = re.search(r"GLOBAL ([\w.]+)", str(e))  # "Unsupported global: GLOBAL x", "unsupported GLOBAL x whose"
-        if refused:
-            raise RunError(f"{where} holds a Python object ({refused.group(1)}) that safe loading refuses; "
-                           "only checkpoints of tensors and plain values (dicts, lists, numbers, "
-                           "strings) load: re-save it that way, or use another checkpoint") from e
-        raise _corrupt(path, where, e) from e
+        return torch.load(path, map_location=map_location, weights_only=True)
     except PermissionError as e:
-        raise RunError(f"cannot read {path}: {e}; check the file's permissions") from e
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError,
-            TypeError, AttributeError, MemoryError) as e:
-        raise _corrupt(path, where, e) from e
-    return ckpt
+        raise RunError(f"cannot read {path}: {e}; check the file's permissions") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError,
+            IndexError, TypeError, AttributeError, MemoryError) as e:
+        what = refused(e)
+        if folder is not None:
+            raise sharded.damaged(folder, f"{path.name} holds a Python object ({what}) that safe loading refuses"
+                                  if what else f"{path.name} is truncated or corrupt ({cause(e)[:300]})") from None
+        if what:
+            raise RunError(f"{where} holds a Python object ({what}) that safe loading refuses: slo never "
+                           "unpickles one, which could run any code. Only checkpoints of tensors and plain values "
+                           "(dicts, lists, numbers, strings) load: re-save it that way, or use another "
+                           "checkpoint") from None
+        raise _corrupt(path, where, e) from None
 
 
 def _corrupt(path: Path, where: str, e: BaseException) -> RunError:
@@ -178,13 +183,7 @@ def _corrupt(path: Path, where: str, e: BaseException) -> RunError:
                             "command at a ckpt.pt written by training")
     except (OSError, UnicodeDecodeError):
         pass
-    text = str(e)
-    unpickler = re.search(r"WeightsUnpickler error:\s*(.+)", text)  # the cause inside torch's long advice
-    if unpickler:
-        detail = unpickler.group(1).strip()
-    else:
-        detail = first_line(e) or type(e).__name__
-    return RunError(f"{where} is truncated or corrupt ({detail}): was the run killed while saving, "
+    return RunError(f"{where} is truncated or corrupt ({cause(e)}): was the run killed while saving, "
                     "or the file copied only in part? Delete it or point init_from at another checkpoint")
 
 
@@ -205,6 +204,14 @@ def clean_state_dict(state: dict) -> dict:
             continue
         out[key] = value
     return out
+
+
+def saved_model_args(args: ModelArgs) -> dict:
+    """A checkpoint's model_args: nanoGPT's keys alone when every other shape key is at its default
+    (nanoGPT's ``GPTConfig(**model_args)`` then builds the model), else every key. ModelArgs.from_dict
+    reads either back, the keys left out at their schema defaults."""
+    short = {key: getattr(args, key) for key in NANOGPT_MODEL_ARGS}
+    return short if ModelArgs(**short) == args else args.to_dict()
 
 
 def model_from_checkpoint(ckpt: dict, device="cpu") -> GPT:

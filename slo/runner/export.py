@@ -33,8 +33,7 @@ from typing import NamedTuple
 
 from .. import atomic
 from ..errors import RunError
-
-GPT2_REPOS = ("openai-community/gpt2", "gpt2")  # where the Hugging Face cache keeps GPT-2's tokenizer
+from ..schema import PRETRAINED_REPOS
 
 
 def add_arguments(parser, command: str) -> None:
@@ -356,7 +355,7 @@ def _cached_gpt2_tokenizer() -> str | None:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return None
-    for repo in GPT2_REPOS:
+    for repo in PRETRAINED_REPOS["gpt2"]:  # where the Hugging Face cache keeps GPT-2's tokenizer
         path = try_to_load_from_cache(repo, "tokenizer.json")
         if isinstance(path, str):
             try:

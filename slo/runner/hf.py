@@ -35,6 +35,7 @@ import torch
 from ..errors import RunError, first_line
 from ..schema import TRAINING_ONLY_KEYS
 from .model import GPT, SHAPE_KEYS, ModelArgs
+from .safeload import unreadable_weights
 from .tokenizers import GPT2_VOCAB_SIZE
 
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}
@@ -408,8 +409,7 @@ def _load(path: Path) -> dict:
         raise RunError(f"cannot read {path}: {e.strerror}; check the file's permissions") from None
     except (safetensors.SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError,
             zipfile.BadZipFile, KeyError, IndexError, TypeError, AttributeError, MemoryError) as e:
-        raise RunError(f"{path} is truncated or corrupt ({first_line(e) or type(e).__name__}): "
-                       "download it again") from None
+        raise unreadable_weights(path, e) from None
     if not isinstance(state, dict):
         raise RunError(f"{path} holds a {type(state).__name__}, not a state dict of tensors")
     return state

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import RunError, first_line
-from ..schema import HF_PREFIX, PRETRAINED, SCHEMA_VERSION, SHAPE_KEYS, TRAINING_ONLY_KEYS, format_value
+from ..schema import (HF_PREFIX, PRETRAINED, PRETRAINED_REPOS, SCHEMA_VERSION, SHAPE_KEYS, TRAINING_ONLY_KEYS,
+                      format_value)
 from .checkpoint import checkpoint_file, clean_state_dict, latest_checkpoint, load_checkpoint
 from .files import CHECKPOINT_NAME, SHARDED_NAME
 from .model import ModelArgs
@@ -209,9 +210,10 @@ def _pretrained(init_from: str) -> Source:
 def model_folder(init_from: str) -> tuple[Path, str]:
     """(the local folder holding the model init_from names, its name for messages)."""
     if init_from in PRETRAINED:
-        repo = PRETRAINED[init_from]
+        repos = PRETRAINED_REPOS[init_from]
     else:
         repo = init_from[len(HF_PREFIX):]
+        repos = (repo,)
         folder = Path(repo).expanduser()
         if folder.is_dir():
             return folder, str(folder)
@@ -222,16 +224,18 @@ def model_folder(init_from: str) -> tuple[Path, str]:
         from huggingface_hub import constants, snapshot_download
     except ImportError:
         raise RunError(f"init_from={init_from} needs huggingface_hub and transformers: pip install 'slo[hf]'") from None
-    why = ""
-    for local in (True, False):
-        if not local and constants.HF_HUB_OFFLINE:
-            why = "HF_HUB_OFFLINE is set"
-            break
+    for repo in repos:  # the cache under each name (nanoGPT's from_pretrained('gpt2') keeps models--gpt2)
         try:
-            return Path(snapshot_download(repo, allow_patterns=_PATTERNS, local_files_only=local)), repo
-        except Exception as e:  # the hub raises its own types for a missing cache, network and auth problems
-            if not local:
-                why = first_line(e)
-    raise RunError(f"the weights of init_from={init_from} ({repo}) are not in the Hugging Face cache "
+            return Path(snapshot_download(repo, allow_patterns=_PATTERNS, local_files_only=True)), repo
+        except Exception:  # the hub raises its own types for a missing cache
+            continue
+    repo, why = repos[0], "HF_HUB_OFFLINE is set"
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            return Path(snapshot_download(repo, allow_patterns=_PATTERNS)), repo
+        except Exception as e:  # and for network and auth problems
+            why = first_line(e)
+    names = " or ".join(repos)
+    raise RunError(f"the weights of init_from={init_from} ({names}) are not in the Hugging Face cache "
                    f"({constants.HF_HUB_CACHE}) and could not be downloaded ({why}): run `hf download {repo}` on a "
                    "machine with a network and copy its cache here, or set HF_HOME to a cache that has them")

@@ -21,7 +21,7 @@ import torch
 from ..errors import RunError, first_line
 from ..schema import SCHEMA_VERSION
 from . import sharded
-from .checkpoint import save_checkpoint
+from .checkpoint import save_checkpoint, saved_model_args
 from .files import is_number, shown
 from .muon import parts_of, saved_kind
 
@@ -49,7 +49,7 @@ def _run_fields(trainer) -> dict:
     """A checkpoint's fields besides the weights and the optimizer state."""
     p = trainer.progress
     return {
-        "model_args": trainer.args.to_dict(),
+        "model_args": saved_model_args(trainer.args),
         "iter_num": p.iter_num,
         "best_val_loss": p.best_val_loss,
         "config": trainer.cfg.to_dict(),
