@@ -97,10 +97,16 @@ async def _case(client: Client, path: Path, rounds: int) -> dict:
     at, found = await client.next_for(uri)
     opened = at - start
     assert not found, [d.message for d in found]
-    edits = [text.replace("max_iters=", "max_iters=2", 1) if "max_iters=" in text else text + "# x\n", text]
+    # As editors send an edit: the range it replaces. The first digit of max_iters goes 2, back, 2, ...
+    before, _, _ = text.partition("max_iters=")
+    line = before.count("\n")
+    digit = types.Range(types.Position(line, len(before) - before.rfind("\n") - 1 + len("max_iters=")),
+                     types.Position(line, len(before) - before.rfind("\n") + len("max_iters=")))
+    first = text[len(before) + len("max_iters=")]
+    edits = [text.replace("max_iters=" + first, "max_iters=2", 1), text]
     changes = []
     for version in range(2, rounds + 2):
-        change = types.TextDocumentContentChangeWholeDocument(edits[version % 2])
+        change = types.TextDocumentContentChangePartial(range=digit, text="2" if version % 2 == 0 else first)
         start = time.perf_counter()
         client.text_document_did_change(types.DidChangeTextDocumentParams(
             types.VersionedTextDocumentIdentifier(uri=uri, version=version), [change]))
