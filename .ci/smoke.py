@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,7 +78,6 @@ def main(source: Path) -> None:
     slo("show", "tiny.config", "--format", "toml")
     slo("convert", "tiny.config", "-o", "tiny.toml")
     slo("check", "tiny.toml")
-    slo("fmt", "-", stdin=Path("tiny.config").read_text())
     slo("completion", "bash")
     slo("prepare", "corpus.txt", "-o", "data/tiny")
     slo("train", "tiny.config")

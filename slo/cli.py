@@ -25,7 +25,6 @@ COMMANDS = {
     "show": ("slo.cli", "Print the resolved config (config, toml, py or json), or where each value came from."),
     "keys": ("slo.keys_doc", "List every config key with its type, default, range and meaning."),
     "convert": ("slo.convert", "Convert configs between .config, .toml and nanoGPT's .py."),
-    "fmt": ("slo.fmt", "Format .config files canonically; --check for CI and pre-commit."),
     "lsp": ("slo.lsp", "Run the language server for .config files over stdio (for editors)."),
     "train": ("slo.runner.train", "Train a model from config files."),
     "sweep": ("slo.sweeps.command", "Run the trials of a sweep, N at a time, resumable."),

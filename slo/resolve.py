@@ -1,12 +1,10 @@
 """Reading config files and resolving them into a validated Config.
 
-Precedence, lowest first: schema defaults, FROM bases (in the order written,
-each resolved recursively), the file's own statements, command-line
-overrides. Interpolation runs after merging and before typing; then every
-value is typed and checked by the schema, then the cross-field rules run.
-Every problem found on the way is collected, so one ConfigError reports
-them all. Each file is read by its format's reader (``slo.formats``) into a
-``Source``; its items and provenance entries are those of ``slo.statements``.
+Precedence, lowest first: schema defaults, FROM bases (in the order written, each resolved recursively),
+the file's own statements, command-line overrides. Interpolation runs after merging and before typing; then
+every value is typed and checked by the schema, then the cross-field rules run. Every problem found on the way
+is collected, so one ConfigError reports them all. Each file is read by its format's reader (``slo.formats``)
+into a ``Source``; its items and provenance entries are those of ``slo.statements``.
 """
 
 from __future__ import annotations
@@ -24,8 +22,7 @@ from .schema import ENV_NAME, RULES, SECTION_KEYS, SECTIONS, SWEEP, code_env, su
 from .source import CLI_PATH, STRING_PATH, Source, read_file
 from .statements import (BARE, END_COL, ENTRY_ITEM, FROM_COL, FROM_END_COL, FROM_LINE, KEY, KEY_COL, LINE, OVERRIDDEN,
                          VALUE_COL)
-from .tokenizer import chain as chain_entries
-from .tokenizer import type_values
+from .tokenizer import chain as chain_entries, type_values
 from .trials import Sweep, Trial, definition, is_setting, is_swept, plan
 
 MAX_DEPTH = 32
@@ -118,8 +115,7 @@ _MAX_KEY_SETS = 4096  # the memo forgets past this many different sets of keys
 
 
 def rules_reading(keys) -> tuple:
-    """The (keys, check) rules that read any of keys, in RULES' order. Remembered per set of keys,
-    which repeats from one load of a file to the next."""
+    """The (keys, check) rules that read any of keys, in RULES' order, remembered per set of keys."""
     keys = tuple(keys)
     rules = _RULES_OF_KEYS.get(keys)
     if rules is None:
@@ -398,8 +394,7 @@ def load(*paths, overrides: Iterable[str] = (), env=None, trust_py: bool = False
 
 def load_with_files(*paths, overrides: Iterable[str] = (), env=None, trust_py: bool = False,
                     trust_env: bool = False, sweep: bool = False, read_text=read_file) -> tuple[Config, list[str]]:
-    """load(), and the real paths of every file it read (the bases included). read_text reads each file
-    (an editor gives the unsaved text of its open documents); it has the shape of slo.source.read_file."""
+    """load(), and the real paths of every file it read (bases too); read_text is slo.source.read_file's shape."""
     if not paths:
         raise ConfigError("No config file given")
     res = _Resolver(env, trust_py, trust_env, read_text)

@@ -41,8 +41,8 @@ TINY = {
     "bench": ["--steps", "1", "--warmup", "0", "--batch_size", "2", "--block_size", "16", "--compile", "off"],
     "sample": ["--max_new_tokens=8", "--device=cpu"],
 }
-# Verbs with no runnable example: the language server needs an editor on its stdin; slo fmt's page is its own.
-UNSHOWN = {"lsp", "fmt"}
+# Verbs with no runnable example: the language server needs an editor on its stdin.
+UNSHOWN = {"lsp"}
 
 MARK = re.compile(r"<!--\s*(runnable(?::\s*output)?|file:\s*(\S+))\s*-->")
 EXITS = re.compile(r"#.*\bexits? (\d+)")

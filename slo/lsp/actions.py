@@ -1,11 +1,9 @@
-"""Quick fixes (the fix a diagnostic carries: slo.lsp.diagnostics) and formatting, as ``slo fmt`` does it."""
+"""Quick fixes: the fix a diagnostic carries (slo.lsp.diagnostics), as a code action."""
 
 from __future__ import annotations
 
 from lsprotocol import types
 
-from ..errors import ConfigError
-from .positions import Codec
 from .workspace import Document
 
 
@@ -35,18 +33,3 @@ def code_actions(doc: Document, diagnostics: list[types.Diagnostic]) -> list[typ
                                     diagnostics=[diagnostic], edit=edit, is_preferred=True))
     return out
 
-
-def formatting(doc: Document, codec: Codec) -> list[types.TextEdit] | None:
-    """The edit that gives a .config document slo fmt's layout; None for a text that does not parse
-    (its diagnostics say why) or another format."""
-    if doc.suffix != ".config":
-        return None
-    from ..fmt import format_text
-
-    try:
-        formatted = format_text(doc.text, doc.path)
-    except ConfigError:
-        return None
-    if formatted == doc.text:
-        return []
-    return [types.TextEdit(codec.whole(doc.lines), formatted)]
