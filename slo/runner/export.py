@@ -49,9 +49,6 @@ def add_arguments(parser, command: str) -> None:
 
 
 def run(ns, rest) -> int:
-    if rest:
-        print(f"error: unknown arguments: {' '.join(rest)} (see slo export --help)", file=sys.stderr)
-        return 2
     try:
         lines, notes = export(ns)
     except RunError as e:
