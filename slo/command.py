@@ -12,7 +12,6 @@ import sys
 
 from .errors import ConfigError, RunError, UsageError
 
-EXIT_OK = 0
 EXIT_RUN_ERROR = 1
 EXIT_CONFIG_ERROR = 2  # a usage error too: argparse exits with 2
 EXIT_INTERRUPTED = 130  # SIGINT; SIGTERM is 143, 128 + its number, as shells report it

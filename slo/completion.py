@@ -30,11 +30,9 @@ def _words(items) -> str:
 def script(shell: str, parsers: dict[str, argparse.ArgumentParser], override_commands: list[str],
            keys: list[str]) -> str:
     """The completion script for shell ('bash' or 'zsh')."""
-    cases = []
-    for name, parser in parsers.items():
-        cases.append(f"        {name}) opts={_words(flags(parser))} ;;")
-        for flag, values in choices(parser).items():
-            cases.append(f"        {name}:{flag}) values={_words(values)} ;;")
+    flag_cases = [f"        {name}) opts={_words(flags(parser))} ;;" for name, parser in parsers.items()]
+    value_cases = [f"        {name}:{flag}) values={_words(values)} ;;"
+                   for name, parser in parsers.items() for flag, values in choices(parser).items()]
     shells = [a for a in parsers["completion"]._actions if a.dest == "shell"][0].choices
     body = f"""_slo() {{
     local cur="${{COMP_WORDS[COMP_CWORD]}}" prev="${{COMP_WORDS[COMP_CWORD-1]}}" cmd="${{COMP_WORDS[1]}}"
@@ -45,7 +43,7 @@ def script(shell: str, parsers: dict[str, argparse.ArgumentParser], override_com
         return 0
     fi
     case "$cmd:$prev" in
-{chr(10).join(c for c in cases if ':' in c.split(')')[0])}
+{chr(10).join(value_cases)}
     esac
     if [ -z "$values" ] && [ "$cmd" = completion ] && [ "$COMP_CWORD" -eq 2 ]; then
         values={_words(shells)}
@@ -55,7 +53,7 @@ def script(shell: str, parsers: dict[str, argparse.ArgumentParser], override_com
         return 0
     fi
     case "$cmd" in
-{chr(10).join(c for c in cases if ':' not in c.split(')')[0])}
+{chr(10).join(flag_cases)}
     esac
     if [[ "$cur" == -* ]]; then
         case " {' '.join(override_commands)} " in

@@ -33,8 +33,7 @@ import sys
 from dataclasses import dataclass
 
 from . import atomic
-from .command import (EXIT_CONFIG_ERROR, EXIT_INTERRUPTED, EXIT_RUN_ERROR, add_trust_flags, main_of,
-                      print_warnings, report_config_error)
+from .command import EXIT_RUN_ERROR, add_trust_flags, main_of, print_warnings
 from .config import Config
 from .errors import ConfigError, RunError, UsageError
 from .formats import FORMATS
@@ -336,20 +335,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(ns: argparse.Namespace, rest: list[str]) -> int:
-    """slo convert (and slo-convert); --trust-env is taken for the habit: a conversion runs nothing."""
-    prog = getattr(ns, "prog", "slo convert")
+    """slo convert (and slo-convert); --trust-env is taken for the habit: a conversion runs nothing.
+    A config or usage error goes up to command.run_parsed; a file that cannot be written is named by the command."""
     try:
         conversions = convert(ns.inputs, ns.output, to=ns.to, flatten=ns.flatten, trust_py=ns.trust_py)
-    except ConfigError as e:
-        return report_config_error(e)
-    except UsageError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
     except RunError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{ns.prog}: error: {e}", file=sys.stderr)
         return EXIT_RUN_ERROR
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
     for c in conversions:
         print_warnings(c.config)
         for w in c.config.warnings:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 
 from .schema import KEYS, SECTION_KEYS, format_value
 
@@ -39,9 +38,5 @@ def add_arguments(parser, command) -> None:
 
 
 def run(ns, rest) -> int:
-    if rest:
-        print(f"slo keys: error: unexpected arguments: {' '.join(rest)} (slo keys takes only --markdown)",
-              file=sys.stderr)
-        return 2
     print(markdown() if ns.markdown else text())
     return 0
