@@ -2,7 +2,7 @@
 
 import sys
 
-from slo.runner.train import main
+from slo.runner.train_command import main
 
 if __name__ == "__main__":
     sys.exit(main(prog="python train.py"))

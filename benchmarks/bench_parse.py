@@ -38,7 +38,7 @@ import slo  # noqa: E402
 from slo import _parser_py, resolve  # noqa: E402
 from slo.formats import config_lang  # noqa: E402
 from slo.schema import SECTION_KEYS  # noqa: E402
-from slo.tokenizer import EXTENSION_LOADED  # noqa: E402
+from slo.lexer import EXTENSION_LOADED  # noqa: E402
 
 
 def calls_per_round(fn, budget: float = 0.05) -> int:

@@ -183,7 +183,7 @@ def child(mode: str, ranks_file: str, corpus: str, out: str, workers: int) -> No
     else:
         sys.path.insert(0, str(ROOT))
         from slo.cli import main
-        from slo.runner import bpe
+        from slo.runner.prepare import bpe
 
         trained = {}
         train_bpe = bpe.train_apart
@@ -302,7 +302,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="where the results go (default benchmarks/results/bench_prepare-TIME.json)")
     ns = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from slo.runner.encode import usable_cpus
+    from slo.runner.prepare.encode import usable_cpus
 
     workers = ns.workers or usable_cpus()
     sizes = [float(s) for s in ns.sizes.split(",")]

@@ -79,7 +79,7 @@ class Run:
 
         self.name, self.cfg = name, cfg
         self.trainer = Trainer(cfg)
-        self.params = self.trainer.raw_model.num_params(non_embedding=False)
+        self.params = self.trainer.model.num_params(non_embedding=False)
         self.seconds, self.step = 0.0, 0
         self.curve: list[tuple[int, float, float]] = []  # (step, seconds, val loss)
         self.x, self.y = fixed_windows(self.trainer, windows)
@@ -94,7 +94,7 @@ class Run:
 
     @torch.no_grad()
     def evaluate(self) -> None:
-        model = self.trainer.raw_model
+        model = self.trainer.model
         model.eval()
         losses = [model(x, y)[1].item() for x, y in zip(self.x.split(16), self.y.split(16))]  # equal chunks
         model.train()

@@ -11,7 +11,7 @@ from .config import Config, Origin
 from .dump import dumps
 from .errors import ConfigError, Diagnostic, RunError
 from .resolve import load, loads
-from .tokenizer import tokenize
+from .lexer import tokenize
 
 try:
     __version__ = _version("slo")
@@ -27,7 +27,7 @@ def train(cfg: Config):
         result = slo.train(slo.load("configs/small.config", overrides=["--max_iters=100"]))
         print(result.iter_num, result.best_val_loss)
     """
-    from .runner.train import train as train_config
+    from .runner.train_command import train as train_config
 
     return train_config(cfg)
 

@@ -1,7 +1,7 @@
 """The tokenizer of the .config language, in pure Python.
 
 This is the twin of ``_parser.pyx``: same names, same results, same errors on
-every input. ``slo.tokenizer`` picks one of them. Change both together.
+every input. ``slo.lexer`` picks one of them. Change both together.
 
 ``scan(text)`` returns ``(statements, errors)``:
 

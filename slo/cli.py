@@ -26,11 +26,11 @@ COMMANDS = {
     "keys": ("slo.keys_doc", "List every config key with its type, default, range and meaning."),
     "convert": ("slo.convert", "Convert configs between .config, .toml and nanoGPT's .py."),
     "lsp": ("slo.lsp", "Run the language server for .config files over stdio (for editors)."),
-    "train": ("slo.runner.train", "Train a model from config files."),
-    "sweep": ("slo.sweeps.command", "Run the trials of a sweep, N at a time, resumable."),
-    "prepare": ("slo.runner.prepare", "Turn text, JSONL or Parquet into a dataset with any tokenizer."),
+    "train": ("slo.runner.train_command", "Train a model from config files."),
+    "sweep": ("slo.sweeps.sweep_command", "Run the trials of a sweep, N at a time, resumable."),
+    "prepare": ("slo.runner.prepare.prepare_command", "Turn text, JSONL or Parquet into a dataset with any tokenizer."),
     "sample": ("slo.runner.sample", "Generate text from a run's checkpoint."),
-    "export": ("slo.runner.export", "Write a checkpoint as a Hugging Face model folder or a GGUF file."),
+    "export": ("slo.runner.hf.export", "Write a checkpoint as a Hugging Face model folder or a GGUF file."),
     "bench": ("slo.runner.bench", "Measure training throughput beside a nanoGPT-style loop."),
     "plot": ("slo.report", "Plot the loss and learning-rate curves of runs to a PNG."),
     "runs": ("slo.report", "List the runs under a folder, with their status and losses."),
@@ -166,7 +166,7 @@ def cmd_show(ns, rest) -> int:
 
 
 def cmd_completion(ns) -> int:
-    from .completion import script
+    from .shell_completion import script
     from .schema import KEYS
 
     parsers = {name: command_parser(name) for name in COMMANDS}

@@ -216,19 +216,7 @@ def _trials(config: Config):
 
 def write_checked(c: Conversion, text: str, trust_py: bool) -> None:
     """Write text to c.real_output atomically, after checking that it loads to c.config."""
-    folder = os.path.dirname(c.real_output)
-    name = os.path.basename(c.real_output)
-    try:
-        os.makedirs(folder, exist_ok=True)
-        atomic.sweep(folder, name)
-        fd, tmp = atomic.make_file(folder, name, _ext(name))
-    except OSError as e:
-        raise RunError(f"Cannot write {c.output}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+    def check(tmp: str) -> None:
         try:
             again = load(tmp, trust_py=trust_py, trust_env=True)
         except ConfigError as e:
@@ -237,20 +225,12 @@ def write_checked(c: Conversion, text: str, trust_py: bool) -> None:
         if diff:
             raise RunError(f"The converted {c.output} differs from {c.input} in {', '.join(diff)}"
                            " (this is a bug in slo-convert); nothing was written")
-        mode = os.stat(c.real_output).st_mode & 0o777 if os.path.exists(c.real_output) else _default_mode()
-        os.chmod(tmp, mode)
-        os.replace(tmp, c.real_output)
+
+    try:
+        atomic.replace_file(c.real_output, lambda f: f.write(text), mode="w", encoding="utf-8", newline="",
+                            check=check, suffix=_ext(os.path.basename(c.real_output)))
     except OSError as e:
         raise RunError(f"Cannot write {c.output}: {e.strerror or e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _default_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def _bases_first(conversions: list[Conversion]) -> list[Conversion]:

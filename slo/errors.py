@@ -90,6 +90,7 @@ class UsageError(Exception):
 
 
 def first_line(error: BaseException) -> str:
-    """The first line of an exception's text, "" when it has none: what a one-line error shows of it."""
+    """The first line of an exception's text, "" when it has none: what a one-line error shows of it
+    (without the advice for programmers Python adds past its int-string limit)."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else ""
+    return text.splitlines()[0].split("; use sys.set_int_max_str_digits")[0] if text else ""

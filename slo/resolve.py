@@ -22,7 +22,7 @@ from .schema import ENV_NAME, RULES, SECTION_KEYS, SECTIONS, SWEEP, code_env, su
 from .source import CLI_PATH, STRING_PATH, Source, read_file
 from .statements import (BARE, END_COL, ENTRY_ITEM, FROM_COL, FROM_END_COL, FROM_LINE, KEY, KEY_COL, LINE, OVERRIDDEN,
                          VALUE_COL)
-from .tokenizer import chain as chain_entries, type_values
+from .lexer import chain as chain_entries, type_values
 from .trials import Sweep, Trial, definition, is_setting, is_swept, plan
 
 MAX_DEPTH = 32

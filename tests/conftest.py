@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-import slo.tokenizer
+import slo.lexer
 
 # Deterministic by default (the same examples on every run); the "explore"
 # profile (pytest --hypothesis-profile=explore) draws fresh ones on each run.
@@ -36,7 +36,7 @@ def scan(request):
     The compiled one is skipped only when SLO_NO_EXTENSIONS asks for the twin;
     otherwise a missing extension is an error, never a skip.
     """
-    if request.param == "c" and slo.tokenizer.NO_EXTENSIONS:
+    if request.param == "c" and slo.lexer.NO_EXTENSIONS:
         pytest.skip("SLO_NO_EXTENSIONS is set: the compiled tokenizer is not used")
     return importlib.import_module(TOKENIZERS[request.param]).scan
 

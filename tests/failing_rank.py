@@ -13,7 +13,7 @@ import sys
 import time
 
 from slo.errors import RunError
-from slo.runner.train import main
+from slo.runner.train_command import main
 from slo.runner.trainer import Trainer
 
 SPEC = re.fullmatch(r"(\d+):(\d+)(?::(raise|hang))?", os.environ.get("SLO_TEST_FAIL_AT", ""))

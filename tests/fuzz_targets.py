@@ -108,7 +108,7 @@ class Assets:
     def ckpt(self) -> dict:
         run = self.run
         if not hasattr(self, "_ckpt"):
-            from slo.runner.checkpoint import load_checkpoint
+            from slo.runner.checkpoint.store import load_checkpoint
 
             self._ckpt = load_checkpoint(run / "ckpt.pt")
         return self._ckpt
@@ -255,7 +255,7 @@ def train(cfg) -> tuple[int, str, str]:
     import torch
 
     import slo.runner.trainer as trainer_module
-    from slo.runner.train import train_config
+    from slo.runner.train_command import train_config
 
     states = torch.get_rng_state(), random.getstate(), np.random.get_state()
     env = dict(os.environ)
@@ -335,7 +335,7 @@ def config_target(data: bytes, suffix: str = ".config") -> None:
 def run_folder(work: Path, files: dict[str, bytes | None]) -> Path:
     """work/out: the real run's metrics.jsonl, config.json and config.origins.json, with files
     replacing them (None: left out)."""
-    from slo.runner.files import CONFIG_JSON, METRICS_NAME, ORIGINS_JSON
+    from slo.outdir.files import CONFIG_JSON, METRICS_NAME, ORIGINS_JSON
 
     out = work / "out"
     out.mkdir()
@@ -348,7 +348,7 @@ def run_folder(work: Path, files: dict[str, bytes | None]) -> Path:
 
 
 def check_records(records: list) -> None:
-    from slo.runner.files import RECORD_NUMBERS
+    from slo.outdir.files import RECORD_NUMBERS
 
     for rec in records:
         assert isinstance(rec, dict) and ("loss" in rec or "val_loss" in rec), rec
@@ -362,7 +362,7 @@ def check_records(records: list) -> None:
 def read_back(target: str, out: Path, sorts=("loss",)) -> None:
     """Everything that reads the run in out: read_run and its summary, slo runs (by each of sorts),
     slo diff of it and the real run both ways round."""
-    from slo.report.rundir import read_run
+    from slo.report.run_folder import read_run
 
     run = clean(target, (RunError,), lambda: read_run(out))
     if run is not None:
@@ -380,8 +380,8 @@ def read_back(target: str, out: Path, sorts=("loss",)) -> None:
 
 def metrics_target(data: bytes) -> None:
     """A metrics.jsonl: read_records, read_run, slo runs, slo diff, and a resume's trim."""
-    from slo.runner.files import read_records
-    from slo.runner.metrics import trim_metrics
+    from slo.outdir.files import read_records
+    from slo.runner.metrics.runlog import trim_metrics
 
     outcome("metrics", "input")
     with scratch() as work:
@@ -444,7 +444,7 @@ TRIALS = ("learning_rate=0.001", "learning_rate=0.002")  # the trial folders of 
 
 def real_manifest() -> bytes:
     """The sweep.json slo sweep writes for a two-trial sweep of the real run's config."""
-    from slo.runner.manifest import Manifest, TrialRecord
+    from slo.sweeps.manifest import Manifest, TrialRecord
 
     trials = [TrialRecord(name, {"learning_rate": float(name.split("=")[1])}, "finished", 0, None, 2.5, 8)
               for name in TRIALS]
@@ -504,9 +504,9 @@ def meta_target(data: bytes, name: str = "meta.json") -> None:
 
 def read_meta(target: str, folder: Path):
     """Every reader of the meta in folder; the dataset open_dataset made of it, or None."""
-    from slo.runner.dataset import load_meta, open_dataset
+    from slo.runner.data.datasets import load_meta, open_dataset
     from slo.runner.sample import tokenizer_for
-    from slo.runner.tokenizers import Tokenizer
+    from slo.runner.data.text_tokenizers import Tokenizer
 
     meta = clean(target, (RunError,), lambda: load_meta(folder.parent, folder.name))
     if meta is not None:
@@ -587,7 +587,7 @@ def ckpt_target(patch: dict) -> None:
     """The real checkpoint with fields replaced: loaded, listed, diffed, sampled, then resumed."""
     import torch
 
-    from slo.runner.checkpoint import load_checkpoint
+    from slo.runner.checkpoint.store import load_checkpoint
 
     outcome("ckpt", "input")
     assets = Assets.get()

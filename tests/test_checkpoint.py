@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from torch.nn import functional as F
 
 from slo.errors import RunError
-from slo.runner import checkpoint as ckpt_module
-from slo.runner.checkpoint import check_compatible, load_checkpoint, model_from_checkpoint, save_checkpoint
-from slo.runner.model import GPT, ModelArgs
+from slo.runner.checkpoint import store as ckpt_module
+from slo.runner.checkpoint.store import check_compatible, load_checkpoint, model_from_checkpoint, save_checkpoint
+from slo.runner.model.gpt import GPT, ModelArgs
 from test_data import _Exploit as Payload  # a pickle that runs a shell command when unpickled
 
 TINY = dict(n_layer=2, n_head=4, n_embd=32, block_size=16, vocab_size=64)

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from slo.runner.checkpoint import load_checkpoint
-from slo.runner.model import GPT, ModelArgs
+from slo.runner.checkpoint.store import load_checkpoint
+from slo.runner.model.gpt import GPT, ModelArgs
 from slo.runner.sample import sample_from
-from slo.runner.train import main as train_main
+from slo.runner.train_command import main as train_main
 from slo.runner.trainer import Trainer
 from tiny_run import metrics, tiny_config
 
@@ -53,9 +53,9 @@ def test_float16_overflowing_gradients_skip_the_step_and_lower_the_scale(tmp_pat
     assert trainer.scaler.is_enabled()
     trainer.train_step(1e-2, trainer.step_batches())  # a normal step first
     trainer.scaler.update(new_scale=2.0 ** 100)  # gradients times 2**100 overflow float16
-    before = params(trainer.raw_model)
+    before = params(trainer.model)
     trainer.train_step(1e-2, trainer.step_batches())
-    after = params(trainer.raw_model)
+    after = params(trainer.model)
     assert all(torch.equal(before[k], after[k]) for k in before)  # the step was skipped
     assert trainer.scaler.get_scale() < 2.0 ** 100
 
@@ -80,10 +80,10 @@ def test_fused_adamw_equals_the_foreach_one(tmp_path):
 
 def test_compile_trains_and_evaluates_on_cuda(tmp_path):
     trainer = trainer_for(tmp_path, compile=True)
-    assert trainer.model is not trainer.raw_model  # compiled, not fallen back
+    assert trainer.forwards.eval is not trainer.model  # compiled, not fallen back
     loss = trainer.train_step(1e-2, trainer.step_batches())
     losses = trainer.evaluate()
-    assert trainer.model is not trainer.raw_model and torch.isfinite(torch.tensor([loss, *losses.values()])).all()
+    assert trainer.forwards.eval is not trainer.model and torch.isfinite(torch.tensor([loss, *losses.values()])).all()
 
 
 @pytest.mark.parametrize("config", ["small", "standard", "large"])

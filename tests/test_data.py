@@ -1,4 +1,4 @@
-"""Datasets, tokenizers, token files and batches (slo/runner/tokenizers.py, dataset.py, batches.py, corpus.py)."""
+"""Datasets, tokenizers, token files and batches (slo/runner/data/text_tokenizers.py, dataset.py, batches.py, corpus.py)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from slo.errors import RunError
-from slo.runner import corpus
-from slo.runner.batches import Batches
-from slo.runner.dataset import HEADER_INTS, ShardedTokens, load_meta, open_dataset, unigram_entropy, write_dataset
-from slo.runner.tokenizers import CharTokenizer, Tokenizer
+from slo.runner.data import corpus
+from slo.runner.data.batches import Batches
+from slo.runner.data.datasets import HEADER_INTS, ShardedTokens, load_meta, open_dataset, unigram_entropy, write_dataset
+from slo.runner.data.text_tokenizers import CharTokenizer, Tokenizer
 
 
 def make_dataset(folder, train, val, meta=None, dtype=np.uint16):
@@ -339,7 +339,7 @@ def test_builtin_corpus_is_deterministic(tmp_path):
 
 
 def test_builtin_corpus_built_by_several_processes_at_once(tmp_path):
-    code = "import sys; from slo.runner.corpus import build_builtin; build_builtin(sys.argv[1], max_bytes=300_000)"
+    code = "import sys; from slo.runner.data.corpus import build_builtin; build_builtin(sys.argv[1], max_bytes=300_000)"
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "builtin")]) for _ in range(3)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["builtin"]

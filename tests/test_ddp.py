@@ -17,10 +17,10 @@ import torch
 
 import slo
 from slo.errors import RunError
-from slo.runner.checkpoint import load_checkpoint, model_from_checkpoint
-from slo.runner.batches import Batches
-from slo.runner.parallel import Placement, join_group
-from slo.runner.train import main
+from slo.runner.checkpoint.store import load_checkpoint, model_from_checkpoint
+from slo.runner.data.batches import Batches
+from slo.runner.distributed.placement import Placement, join_group
+from slo.runner.train_command import main
 from slo.runner.trainer import Trainer
 from tiny_run import metrics, sigterm_after_steps, tiny_config, wait_for_steps
 
@@ -87,7 +87,7 @@ def test_two_ranks_match_one_process_fed_both_ranks_batches(tmp_path):
     assert next(calls) == 4 * 2  # every micro-step took one batch
 
     ddp = weights(tmp_path / "ddp")
-    one = trainer.raw_model.state_dict()
+    one = trainer.model.state_dict()
     assert ddp.keys() == one.keys()
     for name in one:
         torch.testing.assert_close(ddp[name], one[name], rtol=1e-4, atol=1e-5, msg=name)

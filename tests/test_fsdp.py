@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 import slo
 from slo.errors import ConfigError
-from slo.runner.checkpoint import load_checkpoint, model_from_checkpoint
+from slo.runner.checkpoint.store import load_checkpoint, model_from_checkpoint
 from slo.cli import main as slo_main
-from slo.runner.train import main
+from slo.runner.train_command import main
 from slo.runner.trainer import Trainer
 from test_checkpoint import Payload
 from test_ddp import RUN_TIMEOUT, environment, train_ddp, weights
@@ -103,7 +103,7 @@ def test_a_two_process_checkpoint_resumes_in_one_process_with_a_note(tmp_path, c
     cfg = slo.load(config, overrides=["--init_from=resume", "--max_iters=4", *SHARDED])
     trainer = Trainer(cfg)
     assert all(float(s["step"]) == 4 for s in trainer.optimizer.state.values())
-    assert all(torch.equal(p, model.state_dict()[n]) for n, p in trainer.raw_model.state_dict().items())
+    assert all(torch.equal(p, model.state_dict()[n]) for n, p in trainer.model.state_dict().items())
 
 
 def test_a_one_process_checkpoint_resumes_in_two_with_a_note_either_strategy(tmp_path):
@@ -125,8 +125,8 @@ def test_a_one_process_checkpoint_resumes_in_two_with_a_note_either_strategy(tmp
 
 KILL_SAVE = """
 import os, signal, sys
-from slo.runner import sharded
-from slo.runner.train import main
+from slo.runner.checkpoint import sharded
+from slo.runner.train_command import main
 real = sharded._swap_in
 def killed(new, folder):
     if folder.exists():  # the second save: die with its folder written, before (or between) the renames

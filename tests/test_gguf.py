@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_hf import SHAPES, export, one_error, save_run
 
-from slo.runner.gguf_export import interleave_rope
-from slo.runner.model import apply_rotary, rotary_tables
+from slo.runner.hf.gguf import interleave_rope
+from slo.runner.model.gpt import apply_rotary, rotary_tables
 
 gguf = pytest.importorskip("gguf")
 pytest.importorskip("tokenizers")
@@ -134,7 +134,7 @@ def test_float16_keeps_norms_biases_and_positions_float32(tmp_path):
 
 
 def test_the_byte_tokenizer_is_llama_cpps_gpt2_vocabulary(tmp_path):
-    from slo.runner.bytelevel import bytes_to_unicode
+    from slo.runner.data.bytelevel import bytes_to_unicode
 
     _, _, meta = written(tmp_path, "llama")
     tokens, types = meta["tokenizer.ggml.tokens"], meta["tokenizer.ggml.token_type"]
@@ -150,7 +150,7 @@ def test_a_char_tokenizer_is_spelled_in_bytes_with_merges(tmp_path):
     itos = ["\n", " ", "a", "é", "€"]
     meta_in = {"tokenizer": "char", "vocab_size": len(itos), "itos": itos}
     _, _, meta = written(tmp_path, "gpt2", meta_in, vocab_size=8)
-    from slo.runner.bytelevel import bytes_to_unicode
+    from slo.runner.data.bytelevel import bytes_to_unicode
 
     b = bytes_to_unicode()  # € is E2 82 AC
     tokens = meta["tokenizer.ggml.tokens"]

@@ -16,10 +16,10 @@ from tiny_run import tiny_config
 
 from slo import cli
 from slo.errors import RunError
-from slo.runner.checkpoint import save_checkpoint
-from slo.runner.export import tokenizer_files
-from slo.runner.hf import hf_from_slo, read_hf_folder, shape_from_hf_config, tokenizer_meta
-from slo.runner.model import GPT, SHAPE_KEYS, ModelArgs
+from slo.runner.checkpoint.store import save_checkpoint
+from slo.runner.hf.export import tokenizer_files
+from slo.runner.hf.mapping import hf_from_slo, read_hf_folder, shape_from_hf_config, tokenizer_meta
+from slo.runner.model.gpt import GPT, SHAPE_KEYS, ModelArgs
 
 transformers = pytest.importorskip("transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -271,8 +271,8 @@ def test_export_loads_in_transformers_with_slos_logits(kind, tmp_path, capsys):
 @pytest.mark.parametrize("extra", ["", "MODEL use_rope=True use_rmsnorm=True use_swiglu=True\nADVANCED n_kv_head=1\n"],
                          ids=["gpt2", "llama"])
 def test_export_of_a_trained_run(extra, tmp_path, capsys):
-    from slo.runner.checkpoint import load_checkpoint, model_from_checkpoint
-    from slo.runner.train import main as train
+    from slo.runner.checkpoint.store import load_checkpoint, model_from_checkpoint
+    from slo.runner.train_command import main as train
 
     assert train([str(tiny_config(tmp_path, extra=extra, max_iters=4))]) == 0
     assert export(tmp_path / "out", "-o", tmp_path / "hf") == 0

@@ -16,10 +16,10 @@ import torch
 import slo
 from slo import atomic
 from slo.errors import RunError
-from slo.runner.checkpoint import load_checkpoint, save_checkpoint
-from slo.runner.dataset import load_meta, write_dataset
-from slo.runner.files import read_records
-from slo.runner.train import main as train_main
+from slo.runner.checkpoint.store import load_checkpoint, save_checkpoint
+from slo.runner.data.datasets import load_meta, write_dataset
+from slo.outdir.files import read_records
+from slo.runner.train_command import main as train_main
 from tiny_run import make_dataset, tiny_config
 
 RUNS = Path(__file__).parent / "data" / "hostile" / "runs"

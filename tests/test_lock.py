@@ -13,8 +13,8 @@ import pytest
 
 from slo.cli import main as slo_main
 from slo.errors import RunError
-from slo.runner.lock import RunLock, holder
-from slo.runner.train import main
+from slo.outdir.lock import RunLock, holder
+from slo.runner.train_command import main
 from tiny_run import metrics, sigterm_after_steps, tiny_config, wait_for_steps
 
 REPO = str(Path(__file__).resolve().parent.parent)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -12,7 +13,8 @@ from hypothesis import strategies as st
 import slo
 from slo.errors import RunError
 from slo.schema import CONVERT, KEYS, SHAPE_KEYS
-from slo.runner.model import GPT, KVCache, ModelArgs, apply_rotary, rotary_tables
+from slo.runner.model.gpt import GPT, KVCache, ModelArgs, apply_rotary, rotary_tables
+from tiny_run import tiny_model
 
 VOCAB = 64
 TINY = dict(n_layer=2, n_head=4, n_embd=32, block_size=16, vocab_size=VOCAB)
@@ -39,9 +41,7 @@ VARIANTS = {
 ATTENTION_VARIANTS = ["default", "rope", "gqa", "mqa", "qk_norm", "everything"]
 
 
-def tiny(seed: int = 0, **options) -> GPT:
-    torch.manual_seed(seed)
-    return GPT(ModelArgs(**{**TINY, **options}))
+tiny = functools.partial(tiny_model, TINY)  # tiny(seed, **options): a GPT of this file's shape
 
 
 def tokens(B: int, T: int, seed: int = 1) -> torch.Tensor:
@@ -402,7 +402,7 @@ def test_rmsnorm_of_bfloat16_activations_runs_in_float32_without_a_warning():
 
     from torch.nn import functional as F
 
-    from slo.runner.model import RMSNorm
+    from slo.runner.model.gpt import RMSNorm
 
     norm = RMSNorm(8, eps=1e-5)
     x = torch.randn(2, 8).bfloat16()  # what autocast hands it, beside its float32 weight

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slo.cli import main as slo_main
-from slo.runner.checkpoint import load_checkpoint, saved_model_args
-from slo.runner.model import ModelArgs
-from slo.runner.train import main
+from slo.runner.checkpoint.store import load_checkpoint, saved_model_args
+from slo.runner.model.gpt import ModelArgs
+from slo.runner.train_command import main
 from slo.schema import SHAPE_KEYS
 from tiny_run import metrics, tiny_config
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 import slo
 from slo.errors import RunError
-from slo.runner.model import GPT, ModelArgs
-from slo.runner.optim import Schedule, make_optimizer, param_groups
+from slo.runner.model.gpt import GPT, ModelArgs
+from slo.runner.model.optimizers import Schedule, make_optimizer, param_groups
 
 LR, MIN_LR = 1e-3, 1e-4
 

@@ -1,4 +1,4 @@
-"""``slo prepare``: text files, JSON lines and parquet to datasets (slo/runner/prepare.py, sources.py, encode.py).
+"""``slo prepare``: text files, JSON lines and parquet to datasets (slo/runner/prepare/prepare_command.py, sources.py, encode.py).
 
 GPT-2's BPE cannot be downloaded here, so the gpt2 tests build a tiktoken
 Encoding of their own with GPT-2's pattern, its end of text at 50256, and a
@@ -25,10 +25,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slo.cli import main
-from slo.runner import bpe, corpus, encode, prepare as prepare_module, sources
-from slo.runner.dataset import TokenWriter, load_meta, open_dataset, unigram_entropy
-from slo.runner.sources import SPLIT_BLOCK, DocumentSplit, cut_point
-from slo.runner.tokenizers import Tokenizer
+from slo.runner.data import corpus
+from slo.runner.prepare import bpe, encode, inputs as sources, prepare_command as prepare_module
+from slo.runner.data.datasets import TokenWriter, load_meta, open_dataset, unigram_entropy
+from slo.runner.prepare.inputs import SPLIT_BLOCK, DocumentSplit, cut_point
+from slo.runner.data.text_tokenizers import Tokenizer
 from tokenizers import Tokenizer as Backend
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -605,8 +606,8 @@ def test_ctrl_c_leaves_the_previous_dataset(tmp_path, monkeypatch, small_pieces,
 
 HELD_PREPARE = """
 import sys, threading
-from slo.runner import encode, prepare
-from slo.runner.dataset import TokenWriter
+from slo.runner.prepare import encode, prepare_command as prepare
+from slo.runner.data.datasets import TokenWriter
 encode_piece, write = encode.encode_piece, TokenWriter.write
 def held(piece, mask):  # every piece after the first waits until the command is stopped
     if piece.first_doc:
@@ -695,7 +696,7 @@ def start_bpe_training(tmp_path, hang_guard, *args):
     child, err = start_prepare(hang_guard, PLAIN_PREPARE, [tmp_path / "big.txt", "-o", tmp_path / "d", *args,
                                                            "--tokenizer", "bpe:1048576"], "training bpe:1048576")
     started = children(child.pid)
-    assert [b"slo.runner.bpe" in command for command in started.values()] == [True], started  # it trains apart
+    assert [b"slo.runner.prepare.bpe" in command for command in started.values()] == [True], started  # it trains apart
     return child, err, next(iter(started))
 
 

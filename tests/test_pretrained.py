@@ -15,8 +15,8 @@ import pytest
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-from slo.runner.checkpoint import load_checkpoint  # noqa: E402
-from slo.runner.train import main as train_main  # noqa: E402
+from slo.runner.checkpoint.store import load_checkpoint  # noqa: E402
+from slo.runner.train_command import main as train_main  # noqa: E402
 from test_checkpoint import Payload  # noqa: E402
 from tiny_run import TEXT, make_dataset, metrics  # noqa: E402
 

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import slo.tokenizer
+import slo.lexer
 from slo import ConfigError, dumps, load, loads
 from slo.errors import Diagnostic
 from slo.resolve import MAX_DEPTH, rules_reading
@@ -50,7 +50,7 @@ statement_text = st.lists(st.tuples(_statement, st.sampled_from(["\n", "\r\n", "
 any_text = st.one_of(language_text, statement_text, st.text(max_size=200))
 
 
-needs_extension = pytest.mark.skipif(slo.tokenizer.NO_EXTENSIONS,
+needs_extension = pytest.mark.skipif(slo.lexer.NO_EXTENSIONS,
                                      reason="SLO_NO_EXTENSIONS is set: the compiled tokenizer is not used")
 
 
@@ -101,7 +101,7 @@ def test_fast_typing_agrees_with_the_schema(entries):
     """type_values (both twins) types a value only as the key's own converter would."""
     from slo.schema import CONVERT
     twins = [importlib.import_module("slo._parser_py")]
-    if not slo.tokenizer.NO_EXTENSIONS:
+    if not slo.lexer.NO_EXTENSIONS:
         twins.append(importlib.import_module("slo._parser"))
     results = []
     for twin in twins:

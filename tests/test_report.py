@@ -21,9 +21,9 @@ from slo.cli import main as slo_main
 from slo.formats.config_lang import quote
 from slo.errors import RunError
 from slo.report.plot import DPI, FIGURE_SIZE, plot_runs
-from slo.report.rundir import read_origins, read_run, top_config_file
+from slo.report.run_folder import read_origins, read_run, top_config_file
 from slo.report.runs import format_table, sort_runs
-from slo.runner.train import main as train_main
+from slo.runner.train_command import main as train_main
 from tiny_run import metrics, tiny_config
 
 pytest.importorskip("matplotlib")
@@ -396,7 +396,7 @@ def test_a_resumed_run_replaces_what_was_logged_past_its_checkpoint(runs, tmp_pa
 
 
 def test_tensorboard_missing_says_how_to_install_it(tmp_path, monkeypatch):
-    from slo.runner.tensorboard import TensorBoardLog
+    from slo.runner.metrics.tensorboard import TensorBoardLog
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(RunError, match=r"pip install 'slo\[tensorboard\]'"):
@@ -420,7 +420,7 @@ def test_plot_of_a_nanogpt_run_says_it_wrote_no_metrics(runs, tmp_path, capsys):
 
 
 def test_diff_leaves_out_keys_at_their_default_on_both_sides_unless_all(runs, tmp_path, capsys):
-    from slo.runner.checkpoint import load_checkpoint, save_checkpoint
+    from slo.runner.checkpoint.store import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(runs / "a" / "ckpt.pt")
     ckpt["config"] = {k: v for k, v in ckpt["config"].items() if k not in ("use_rope", "qk_norm")}  # nanoGPT has none

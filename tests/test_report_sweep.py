@@ -11,10 +11,10 @@ import pytest
 from slo.cli import main as slo_main
 from slo.errors import RunError
 from slo.report.plot import colours, plot_sweep
-from slo.report.sweeps import format_sweep_table, shared_sweep_keys
-from slo.runner.lock import RunLock
-from slo.runner.manifest import Manifest, TrialRecord, write_manifest
-from slo.runner.train import main as train_main
+from slo.report.sweep_folder import format_sweep_table, shared_sweep_keys
+from slo.outdir.lock import RunLock
+from slo.sweeps.manifest import Manifest, TrialRecord, write_manifest
+from slo.runner.train_command import main as train_main
 from tiny_run import metrics, tiny_config
 
 pytest.importorskip("matplotlib")

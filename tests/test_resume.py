@@ -11,9 +11,9 @@ import sys
 import torch
 
 import slo
-from slo.runner.checkpoint import load_checkpoint
-from slo.runner.model import GPT
-from slo.runner.train import main
+from slo.runner.checkpoint.store import load_checkpoint
+from slo.runner.model.gpt import GPT
+from slo.runner.train_command import main
 from slo.runner.trainer import Trainer
 from tiny_run import metrics, sigterm_after_steps, tiny_config
 
@@ -52,7 +52,7 @@ def test_stop_between_evaluations_resumes_exactly(tmp_path, capsys):
     def step_then_signal(*args, **kwargs):
         loss = original(*args, **kwargs)
         if trainer.progress.iter_num == 2:  # the step at iter 2 runs to its end first
-            trainer.stop_signal = signal.SIGTERM
+            trainer.signals.signum = signal.SIGTERM
         return loss
 
     trainer.train_step = step_then_signal
@@ -70,7 +70,7 @@ def test_signal_during_an_evaluation_saves_before_another_step(tmp_path, capsys)
     def after_eval(*args):
         original(*args)
         if trainer.progress.iter_num == 4:
-            trainer.stop_signal = signal.SIGINT
+            trainer.signals.signum = signal.SIGINT
 
     trainer._after_eval = after_eval
     result = trainer.train()

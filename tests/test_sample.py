@@ -14,8 +14,8 @@ import argparse
 
 from slo.runner import sample
 from slo.errors import RunError
-from slo.runner.checkpoint import save_checkpoint
-from slo.runner.model import GPT, ModelArgs
+from slo.runner.checkpoint.store import save_checkpoint
+from slo.runner.model.gpt import GPT, ModelArgs
 from slo.runner.sample import generate_text, sample_from
 
 TINY = dict(n_layer=2, n_head=4, n_embd=32, block_size=16)

@@ -3,6 +3,7 @@ logit soft-capping and per-group learning-rate scales; their checks, resume, exp
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -18,15 +19,15 @@ from torch.nn import functional as F
 import slo
 from slo import cli
 from slo.errors import RunError
-from slo.runner.batches import Batches
-from slo.runner import model as model_module
-from slo.runner.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from slo.runner.model import GPT, ModelArgs
-from slo.runner.muon import MuonWithAdamW
-from slo.runner.optim import make_optimizer, param_groups, parameter_roles, set_lr
-from slo.runner.train import main
+from slo.runner.data.batches import Batches
+from slo.runner.model import gpt as model_module
+from slo.runner.checkpoint.store import load_checkpoint, model_from_checkpoint, save_checkpoint
+from slo.runner.model.gpt import GPT, ModelArgs
+from slo.runner.model.muon import MuonWithAdamW
+from slo.runner.model.optimizers import make_optimizer, param_groups, parameter_roles, set_lr
+from slo.runner.train_command import main
 from slo.runner.trainer import Trainer
-from tiny_run import metrics, tiny_config
+from tiny_run import metrics, tiny_config, tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = dict(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=32)
@@ -34,9 +35,7 @@ MUON = "TRAIN optimizer=muon\n"
 CPU = torch.device("cpu")
 
 
-def tiny(seed: int = 0, **options) -> GPT:
-    torch.manual_seed(seed)
-    return GPT(ModelArgs(**{**TINY, **options}))
+tiny = functools.partial(tiny_model, TINY)  # tiny(seed, **options): a GPT of this file's shape
 
 
 def tokens(rows: int = 2, length: int = 8, seed: int = 1) -> torch.Tensor:
@@ -153,7 +152,7 @@ def test_each_group_follows_the_schedule_times_its_scale(tmp_path):
     cfg = slo.load(tiny_config(tmp_path, extra=MUON + "TRAIN muon_lr=0.03 embedding_lr_scale=0.5 head_lr_scale=3\n"
                                                   "ADVANCED tie_weights=False\n"))
     trainer = Trainer(cfg)
-    names = names_of(trainer.raw_model)
+    names = names_of(trainer.model)
     scale_of = {"transformer.wte.weight": 0.5, "transformer.wpe.weight": 0.5, "lm_head.weight": 3.0,
                 "transformer.h.0.mlp.c_fc.weight": 0.03 / 1e-2, "transformer.h.1.ln_1.weight": 1.0}
     for it in range(10):
@@ -165,7 +164,7 @@ def test_each_group_follows_the_schedule_times_its_scale(tmp_path):
                     assert group["lr"] == pytest.approx(lr * scale_of[names[id(p)]], rel=1e-12), names[id(p)]
     assert trainer.schedule(7) < trainer.schedule(2)  # the schedule moves: warmup, then decay
 
-    head, embedding = trainer.raw_model.lm_head.weight, trainer.raw_model.transformer.wte.weight
+    head, embedding = trainer.model.lm_head.weight, trainer.model.transformer.wte.weight
     before = {"head": head.detach().clone(), "embedding": embedding.detach().clone()}
     lr = trainer.schedule(0)
     trainer.train_step(lr, trainer.step_batches())  # AdamW's first step moves each weight by about its lr
@@ -231,15 +230,15 @@ def test_float16_skips_an_overflowing_step_in_both_optimizers(tmp_path):
     assert trainer.scaler.is_enabled() and "Muon + AdamW" in trainer.describe()
     loss = trainer.train_step(trainer.schedule(0), trainer.step_batches())  # a finite step goes through
     assert math.isfinite(loss)
-    before = {n: p.detach().clone() for n, p in trainer.raw_model.named_parameters()}
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     scale = trainer.scaler.get_scale()
     set_lr(trainer.optimizer, trainer.schedule(1))
     trainer._accumulate(trainer.step_batches())
-    trainer.raw_model.transformer.h[0].mlp.c_fc.weight.grad[0, 0] = float("inf")  # a Muon parameter overflows
+    trainer.model.transformer.h[0].mlp.c_fc.weight.grad[0, 0] = float("inf")  # a Muon parameter overflows
     trainer.clip_gradients()
     trainer.optimizer_step()
     assert trainer.scaler.get_scale() < scale
-    assert all(torch.equal(p, before[n]) for n, p in trainer.raw_model.named_parameters())  # AdamW's too
+    assert all(torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())  # AdamW's too
 
 
 def test_two_ranks_train_muon_as_one_process_fed_both_ranks_batches(tmp_path):
@@ -261,7 +260,7 @@ def test_two_ranks_train_muon_as_one_process_fed_both_ranks_batches(tmp_path):
     assert trainer.train().iter_num == 4
     ddp = load_checkpoint(tmp_path / "ddp" / "ckpt.pt")
     assert set(ddp["optimizer"]) == {"muon", "adamw"}
-    one = trainer.raw_model.state_dict()
+    one = trainer.model.state_dict()
     for name in one:
         torch.testing.assert_close(ddp["model"][name], one[name], rtol=1e-4, atol=1e-5, msg=name)
     assert metrics(tmp_path / "ddp")[0] == pytest.approx(metrics(tmp_path / "one")[0], rel=1e-5)

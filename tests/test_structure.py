@@ -157,3 +157,103 @@ def test_rooms_stay_small(path):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
             and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines in {path.name}: {long}"
+
+
+# ---------------------------------------------------------------- the runner's rooms
+
+RUNNER = PACKAGE / "runner"
+MAX_RUNNER_MODULES = 12  # directly in slo/runner/; the rest live in its sub-packages, one job each
+RUNNER_ROOMS = {"model", "data", "prepare", "checkpoint", "distributed", "hf", "metrics"}
+MAX_TRAINER_LINES, MAX_TRAIN_LINES = 250, 35
+
+
+def test_the_runner_keeps_few_modules_of_its_own():
+    own = sorted(p.name for p in RUNNER.glob("*.py"))
+    assert len(own) <= MAX_RUNNER_MODULES, own
+
+
+def test_the_runner_s_sub_packages_are_its_rooms_each_said_in_one_docstring():
+    rooms = {p.name for p in RUNNER.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
+    assert rooms == RUNNER_ROOMS
+    for room in rooms:
+        init = RUNNER / room / "__init__.py"
+        assert ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))), f"{init} says what the room holds"
+
+
+def functions_taking(name: str, annotation: str) -> list[str]:
+    """Functions outside slo/runner/trainer.py with a parameter called name or annotated as annotation."""
+    found = []
+    for path in sources():
+        if path == RUNNER / "trainer.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                a = node.args
+                for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs]:
+                    if arg.arg == name or (arg.annotation is not None and annotation in ast.unparse(arg.annotation)):
+                        found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    return found
+
+
+def test_no_function_outside_the_trainer_takes_the_trainer():
+    """The trainer's collaborators are made from explicit parts; none reaches into a Trainer."""
+    assert functions_taking("trainer", "Trainer") == []
+
+
+def test_the_trainer_reads_in_one_sitting():
+    tree = ast.parse((RUNNER / "trainer.py").read_text(encoding="utf-8"))
+    trainer = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Trainer")
+    train = next(n for n in trainer.body if isinstance(n, ast.FunctionDef) and n.name == "train")
+    assert trainer.end_lineno - trainer.lineno + 1 <= MAX_TRAINER_LINES
+    assert train.end_lineno - train.lineno + 1 <= MAX_TRAIN_LINES
+    handles = {t.attr for n in ast.walk(trainer) if isinstance(n, ast.Assign) for t in n.targets
+               if isinstance(t, ast.Attribute) and "model" in t.attr}
+    assert handles == {"model"}, handles  # one model; what compiling and wrapping make of it is self.forwards
+
+
+def look_alike(stem: str) -> str:
+    """A name as a reader confuses it: case, a plural, an -er or -ing ending, and a package's own name aside."""
+    word = stem.lower()
+    for ending in ("s", "er", "ing", "ion"):
+        if word.endswith(ending) and len(word) > len(ending) + 3:
+            word = word[:-len(ending)]
+    return word
+
+
+def test_no_two_rooms_have_names_that_can_be_mistaken_for_one_another():
+    rooms: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.stem not in ("__init__", "__main__"):
+            rooms.setdefault(look_alike(path.stem), []).append(str(path.relative_to(PACKAGE.parent)))
+    for path in PACKAGE.rglob("__init__.py"):
+        folder = path.parent
+        if folder != PACKAGE:
+            names = rooms.setdefault(look_alike(folder.name), [])
+            # a module named for its own package (checkpoint/checkpointer.py) is that package's heart, not a twin
+            names[:] = [n for n in names if not n.startswith(str(folder.relative_to(PACKAGE.parent)) + "/")]
+            names.append(str(folder.relative_to(PACKAGE.parent)) + "/")
+    twins = {word: names for word, names in rooms.items() if len(names) > 1}
+    assert not twins, twins
+
+
+def test_the_look_alike_check_sees_the_pairs_it_is_for():
+    assert look_alike("tokenizer") == look_alike("tokenizers")
+    assert look_alike("source") == look_alike("sources")
+    assert look_alike("train") == look_alike("trainer")
+    assert look_alike("sharded") != look_alike("fsdp")
+
+
+CRASH_SAFE = ("os.fsync", "os.replace", "os.rename")
+
+
+def test_crash_safe_writing_has_one_home():
+    """Replacing a file or a folder, and syncing it, is slo.atomic's: nowhere else calls fsync or renames."""
+    found = []
+    for path in sources():
+        if path == PACKAGE / "atomic.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in CRASH_SAFE:
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {ast.unparse(node.func)}")
+    allowed = {"slo/runner/metrics/runlog.py"}  # moves an earlier run's metrics aside: a rename, not a write
+    assert [f for f in found if f.split(":")[0] not in allowed] == []

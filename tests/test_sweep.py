@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import slo
 from slo.errors import ConfigError
-from slo.runner.lock import holder
+from slo.outdir.lock import holder
 from tiny_run import make_dataset, metrics
 
 # ---------------------------------------------------------------- the trials of a config

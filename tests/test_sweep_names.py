@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import slo
 from slo.errors import RunError
-from slo.sweeps.command import open_manifest
+from slo.sweeps.sweep_command import open_manifest
 from test_sweep import load_text, manifest, sweep, sweep_config
 
 COLLIDING = "a_b~2,a/b,a_b"  # a/b's folder name is a_b; a_b again would be numbered a_b~2

@@ -14,7 +14,7 @@ import importlib
 import pytest
 
 import slo
-import slo.tokenizer
+import slo.lexer
 from slo import ConfigError
 from slo.formats.config_lang import read_config
 
@@ -42,19 +42,19 @@ def pairs(scan, text):
 
 def test_extension_loaded_unless_disabled():
     """A silent fallback to the Python twin must not pass unnoticed."""
-    if slo.tokenizer.NO_EXTENSIONS:
-        assert slo.tokenizer.EXTENSION_LOADED is False
-        assert slo.tokenizer.scan is importlib.import_module("slo._parser_py").scan
+    if slo.lexer.NO_EXTENSIONS:
+        assert slo.lexer.EXTENSION_LOADED is False
+        assert slo.lexer.scan is importlib.import_module("slo._parser_py").scan
     else:
-        assert slo.tokenizer.EXTENSION_LOADED is True, "the Cython tokenizer did not load: pip install -e ."
-        assert slo.tokenizer.scan is importlib.import_module("slo._parser").scan
+        assert slo.lexer.EXTENSION_LOADED is True, "the Cython tokenizer did not load: pip install -e ."
+        assert slo.lexer.scan is importlib.import_module("slo._parser").scan
 
 
 def test_twins_share_names():
     py = importlib.import_module("slo._parser_py")
-    names = [n for n in slo.tokenizer.__all__ if n not in ("tokenize", "EXTENSION_LOADED", "NO_EXTENSIONS")]
+    names = [n for n in slo.lexer.__all__ if n not in ("tokenize", "EXTENSION_LOADED", "NO_EXTENSIONS")]
     assert names == ["scan", "read", "chain", "type_values"] and all(callable(getattr(py, n)) for n in names)
-    if not slo.tokenizer.NO_EXTENSIONS:
+    if not slo.lexer.NO_EXTENSIONS:
         c = importlib.import_module("slo._parser")
         assert all(getattr(c, n).__name__ == getattr(py, n).__name__ == n for n in names)
 
@@ -404,7 +404,7 @@ def test_error_tuples_are_plain(scan):
 
 def test_tokenize_returns_statements():
     assert slo.tokenize("MODEL n_layer=2") == [("MODEL", 1, 1, [("n_layer", "2", 1, 7, 15, 16, BARE)])]
-    assert slo.tokenize is slo.tokenizer.tokenize
+    assert slo.tokenize is slo.lexer.tokenize
 
 
 def test_tokenize_raises_config_error_with_every_diagnostic():

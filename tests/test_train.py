@@ -15,8 +15,8 @@ import slo
 from slo.cli import main as slo_main
 from slo.errors import RunError
 from slo.runner import device as device_module
-from slo.runner.checkpoint import load_checkpoint
-from slo.runner.train import main
+from slo.runner.checkpoint.store import load_checkpoint
+from slo.runner.train_command import main
 from slo.runner.trainer import Trainer
 from tiny_run import make_dataset, metrics, tiny_config
 
@@ -147,11 +147,11 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     x2, y2 = trainer.next_batch()
     for a, b in ((x, y), (x2, y2)):
         trainer.forward_backward(a, b)
-    accumulated = [p.grad.clone() for p in trainer.raw_model.parameters()]
+    accumulated = [p.grad.clone() for p in trainer.model.parameters()]
     trainer.optimizer.zero_grad()
-    _, loss = trainer.raw_model(torch.cat((x, x2)), torch.cat((y, y2)))
+    _, loss = trainer.model(torch.cat((x, x2)), torch.cat((y, y2)))
     loss.backward()
-    for acc, full in zip(accumulated, (p.grad for p in trainer.raw_model.parameters())):
+    for acc, full in zip(accumulated, (p.grad for p in trainer.model.parameters())):
         torch.testing.assert_close(acc, full)
 
 
@@ -164,7 +164,7 @@ def test_grad_clip_zero_disables_clipping(tmp_path):
     trainer = Trainer(cfg)
     trainer.forward_backward(*trainer.next_batch())
     norm = trainer.clip_gradients()
-    after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.raw_model.parameters()]))
+    after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.model.parameters()]))
     assert norm > 1e-3 and after == pytest.approx(1e-6, rel=1e-3)
 
 

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import slo
-from slo.runner.train import main as train_main
+from slo.runner.train_command import main as train_main
 from slo.schema import CODE_ENV, CODE_ENV_PREFIXES, code_env
 
 

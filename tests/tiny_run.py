@@ -43,6 +43,16 @@ def tiny_config(tmp_path: Path, out: str = "out", extra: str = "", max_iters: in
     return path
 
 
+def tiny_model(shape: dict, seed: int = 0, **options):
+    """A GPT of shape (options set over it), its weights drawn from seed."""
+    import torch
+
+    from slo.runner.model.gpt import GPT, ModelArgs
+
+    torch.manual_seed(seed)
+    return GPT(ModelArgs(**{**shape, **options}))
+
+
 def metrics(out_dir: Path) -> tuple[dict[int, float], dict[int, float]]:
     """(train loss per iter, val loss per evaluated iter) from out_dir/metrics.jsonl."""
     train, val = {}, {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..schema import DIRECTIVES, KEYS, SWEEP, format_value, suggest
 from ..source import Source
 from ..statements import END_COL, FROM_END_COL, FROM_LINE, KEY, LINE
-from ..tokenizer import read, scan
+from ..lexer import read, scan
 from .comments import Comments, block_lines, extract, source_lines
 from .document import Document, Interpolated, opening
 

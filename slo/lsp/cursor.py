@@ -4,7 +4,7 @@ The tokenizer drops a statement with an error whole, and text being typed is
 full of them, so the editor's features read lines with this forgiving lexer
 instead: words split at blanks, quotes kept within a word, a ``#`` at a
 word's start opening a comment, a last ``\\`` continuing the statement on the
-next line (comment lines inside a continuation skipped), as ``slo.tokenizer``
+next line (comment lines inside a continuation skipped), as ``slo.lexer``
 reads them. Lines and columns are 0-based and count characters.
 """
 

@@ -12,7 +12,7 @@ from ..formats import FORMATS
 from ..paths import base_paths
 from ..schema import SECTION_KEYS, SWEEP
 from ..statements import BARE, DOUBLE, END_COL, FROM_COL, FROM_END_COL, FROM_LINE, KEY, KEY_COL, LINE, SINGLE, VALUE
-from ..tokenizer import scan
+from ..lexer import scan
 from .cursor import Target, split_lines, target_at, toml_key_at
 from .positions import Codec, uri_of
 from .workspace import Document, Workspace

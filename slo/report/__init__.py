@@ -1,6 +1,6 @@
 """Seeing runs: ``slo plot`` (curves as a picture), ``slo runs`` (a table), ``slo diff`` (configs side by side).
 
-Each also reads a sweep's folder (slo.report.sweeps): its trials ranked, plotted
+Each also reads a sweep's folder (slo.report.sweep_folder): its trials ranked, plotted
 and compared by their swept values.
 
 Importing this package imports neither torch nor matplotlib; each command

@@ -18,10 +18,10 @@ from pathlib import Path
 from ..errors import RunError
 from ..formats import FORMATS
 from ..formats.config_lang import quote
-from ..runner.files import CHECKPOINT_NAME, CONFIG_JSON, ORIGINS_JSON, shown
+from ..outdir.files import CHECKPOINT_NAME, CONFIG_JSON, ORIGINS_JSON, shown
 from ..schema import KEYS, format_value
-from .rundir import checkpoint_config, read_json, read_origins, read_run
-from .sweeps import shared_sweep_keys
+from .run_folder import checkpoint_config, read_flat_config, read_origins, read_run
+from .sweep_folder import shared_sweep_keys
 
 EXIT_SAME, EXIT_DIFFERENT, EXIT_TROUBLE = 0, 1, 2
 MAX_VALUE_WIDTH = 40
@@ -52,7 +52,7 @@ def load_side(arg: str, letter: str, trust_py: bool = False) -> Side:
     if not path.exists():
         raise RunError(f"{arg} does not exist; give a config file (.config, .toml, .py) or a run's out_dir")
     if path.suffix.lower() == ".json":
-        values = read_json(path)
+        values = read_flat_config(path)
         other = [k for k in values if k not in KEYS and not k.startswith("ENV.")]
         if other and len(other) >= len(values) - len(other):
             raise RunError(f"{arg} is not a config: most of its keys ({', '.join(map(shown, other[:3]))}...) are not "
@@ -77,7 +77,7 @@ def _config_side(arg: str, trust_py: bool) -> Side:
 
 
 def _run_side(path: Path, letter: str) -> Side:
-    values = read_json(path / CONFIG_JSON)
+    values = read_flat_config(path / CONFIG_JSON)
     if not values:
         if not (path / CHECKPOINT_NAME).is_file():
             raise RunError(f"{path} has neither {CONFIG_JSON} nor {CHECKPOINT_NAME}: it is not a run's out_dir")
@@ -87,7 +87,7 @@ def _run_side(path: Path, letter: str) -> Side:
 
 
 def _checkpoint_side(path: Path, letter: str) -> Side:
-    from ..runner.checkpoint import load_checkpoint  # imports torch
+    from ..runner.checkpoint.store import load_checkpoint  # imports torch
 
     values = checkpoint_config(load_checkpoint(path, map_location="cpu"))
     if values is None:

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 from ..errors import RunError
-from ..runner.files import METRICS_NAME
-from ..runner.manifest import is_sweep_dir
-from .rundir import Run, finite, read_run, shorten
-from .sweeps import ranked, read_sweep
+from ..outdir.files import METRICS_NAME
+from ..sweeps.manifest import is_sweep_dir
+from .run_folder import Run, finite, read_run, shorten
+from .sweep_folder import ranked, read_sweep
 
 FIGURE_SIZE = (12.0, 8.0)  # inches
 DPI = 100  # so the PNG is 1200 x 800 pixels

@@ -5,7 +5,7 @@ or two levels under it (hidden folders are skipped; a run's own subfolders
 are not searched). A sweep folder (with sweep.json) found there has its
 trials' run folders listed, and a trial shows its sweep status (pruned,
 failed...). When DIR itself is a sweep folder, the table is the sweep's
-(slo.report.sweeps.format_sweep_table). Nothing here imports torch unless a
+(slo.report.sweep_folder.format_sweep_table). Nothing here imports torch unless a
 run has no metrics.jsonl or config.json and its checkpoint must be opened.
 """
 
@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 from ..errors import RunError
-from ..runner.manifest import is_sweep_dir
-from .rundir import Run, format_rows, is_run_dir, read_run, shorten
-from .sweeps import format_sweep_table, trial_statuses
+from ..sweeps.manifest import is_sweep_dir
+from .run_folder import Run, format_rows, is_run_dir, read_run, shorten
+from .sweep_folder import format_sweep_table, trial_statuses
 
 SEARCH_DEPTH = 2
 SORT_KEYS = ("updated", "name", "loss")

@@ -2,7 +2,7 @@
 
 import sys
 
-from .train import main
+from .train_command import main
 
 if __name__ == "__main__":
     sys.exit(main(prog="python -m slo.runner"))

@@ -180,20 +180,19 @@ class PhaseTimer:
 class NanoGPTStyleLoop:
     """The same model trained the way nanoGPT's train.py trains it."""
 
-    def __init__(self, trainer):
+    def __init__(self, model, *, compiled: bool, train, data, micro_steps: int, tokens, rank: int, timer):
+        """model: slo's, whose copy this loop trains (the same shape and initial weights); train, data:
+        the config's TRAIN and DATA sections; tokens: the train split; timer: as the trainer's."""
         import numpy as np
         import torch
 
-        from .dataset import ShardedTokens
-        from .model import build_model
-        from .optim import param_groups
+        from .data.datasets import ShardedTokens
+        from .model.gpt import build_model
+        from .model.optimizers import param_groups
 
-        self.trainer = trainer
-        device, train = trainer.device, trainer.train_cfg
-        self.device = device
-        self.model = build_model(trainer.args, device)
-        self.model.load_state_dict(trainer.raw_model.state_dict())  # the same initial weights
-        compiled = trainer.model is not trainer.raw_model
+        device = self.device = next(model.parameters()).device
+        self.model = build_model(model.args, device)
+        self.model.load_state_dict(model.state_dict())  # the same initial weights
         self.forward = torch.compile(self.model) if compiled else self.model
         if device.type == "cpu":  # nanoGPT: no autocast on the CPU, whatever dtype says
             self.ctx, dtype = contextlib.nullcontext(), torch.float32
@@ -206,15 +205,14 @@ class NanoGPTStyleLoop:
         self.optimizer = torch.optim.AdamW(param_groups(self.model, train.weight_decay), lr=train.learning_rate,
                                            betas=(train.beta1, train.beta2), **fused)
         self.grad_clip = train.grad_clip
-        self.micro_steps = trainer.micro_steps
-        self.batch_size, self.block_size = trainer.data_cfg.batch_size, trainer.data_cfg.block_size
-        tokens = trainer.dataset.train
+        self.micro_steps = micro_steps
+        self.batch_size, self.block_size = data.batch_size, data.block_size
         first = tokens.shards[0] if isinstance(tokens, ShardedTokens) else tokens  # nanoGPT reads one file
         self.train_file, self.token_dtype, self.offset = first.filename, first.dtype, first.offset
         self.same_data = first is tokens or len(tokens.shards) == 1
         # slo's sampler stream, so that both sides see the same windows
-        self.rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([train.seed % 2**64, trainer.rank])))
-        self.timer = trainer.timer
+        self.rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([train.seed % 2**64, rank])))
+        self.timer = timer
 
     def get_batch(self):
         import numpy as np
@@ -259,6 +257,7 @@ def bench_config(path: Path, cfg, ns) -> dict:
     from tqdm import tqdm
 
     from .device import memory_mb
+    from .model.optimizers import optimizer_name
     from .trainer import Trainer
 
     console = io.StringIO()
@@ -267,7 +266,9 @@ def bench_config(path: Path, cfg, ns) -> dict:
     if "compile:" in note:
         print(note)
     trainer.timer = PhaseTimer(trainer.device)
-    baseline = NanoGPTStyleLoop(trainer)
+    baseline = NanoGPTStyleLoop(trainer.model, compiled=trainer.forwards.eval is not trainer.model,
+                                train=trainer.train_cfg, data=trainer.data_cfg, micro_steps=trainer.micro_steps,
+                                tokens=trainer.dataset.train, rank=trainer.rank, timer=trainer.timer)
     sides = {"slo": trainer, "nanogpt": baseline}
     losses = {name: [] for name in sides}
     phases = {name: [] for name in sides}
@@ -279,9 +280,9 @@ def bench_config(path: Path, cfg, ns) -> dict:
             torch.cuda.reset_peak_memory_stats(trainer.device)
         if name == "slo":
             trainer.progress.iter_num = it
-            compiled = trainer.model is not trainer.raw_model
+            compiled = trainer.forwards.compiled
             loss = trainer.train_step(trainer.schedule(it), trainer.step_batches())
-            if compiled and trainer.model is trainer.raw_model:  # compilation failed here: both sides go without
+            if compiled and not trainer.forwards.compiled:  # compilation failed here: both sides go without
                 said = console.getvalue().strip().splitlines()
                 print(said[-1] if said else "compile: torch.compile failed; both sides run without it")
                 baseline.forward = baseline.model
@@ -302,21 +303,24 @@ def bench_config(path: Path, cfg, ns) -> dict:
                 if i >= ns.warmup:
                     phases[name].append(seconds)
     bar.close()
-    return _figures(path, trainer, baseline, phases, losses, memory)
+    run = {"model": trainer.model, "device": trainer.device, "dtype": trainer.dtype, "data": trainer.data_cfg,
+           "tokens_per_step": trainer.tokens_per_iter, "compile": trainer.forwards.eval is not trainer.model,
+           "optimizer": optimizer_name(trainer.train_cfg, trainer.optimizer_kind)}
+    return _figures(path, run, baseline, phases, losses, memory)
 
 
-def _figures(path: Path, trainer, baseline, phases: dict, losses: dict, memory: dict) -> dict:
-    """The row of one config: each side's throughput, phases, MFU, memory and losses, and their ratio."""
+def _figures(path: Path, run: dict, baseline, phases: dict, losses: dict, memory: dict) -> dict:
+    """The row of one config: each side's throughput, phases, MFU, memory and losses, and their ratio;
+    run: slo's side (its model, device, dtype, DATA section, tokens per step, compile and optimizer)."""
     from .device import measure_matmul_flops
-    from .optim import optimizer_name
 
-    tokens_per_step = trainer.tokens_per_iter
-    flops_per_token = trainer.raw_model.flops_per_token()
-    dtypes = {"slo": trainer.dtype, "nanogpt": baseline.dtype}
-    peaks = {dtype: measure_matmul_flops(trainer.device, dtype, seconds=1.0) for dtype in set(dtypes.values())}
-    row = {"config": str(path), "params": trainer.raw_model.num_params(), "device": str(trainer.device),
-           "batch_size": trainer.data_cfg.batch_size, "block_size": trainer.data_cfg.block_size,
-           "tokens_per_step": tokens_per_step, "compile": trainer.model is not trainer.raw_model,
+    tokens_per_step, device = run["tokens_per_step"], run["device"]
+    flops_per_token = run["model"].flops_per_token()
+    dtypes = {"slo": run["dtype"], "nanogpt": baseline.dtype}
+    peaks = {dtype: measure_matmul_flops(device, dtype, seconds=1.0) for dtype in set(dtypes.values())}
+    row = {"config": str(path), "params": run["model"].num_params(), "device": str(device),
+           "batch_size": run["data"].batch_size, "block_size": run["data"].block_size,
+           "tokens_per_step": tokens_per_step, "compile": run["compile"],
            "matmul_peak_flops": {str(d).removeprefix("torch."): f for d, f in peaks.items()}, "sides": {}}
     for name in phases:
         steps = phases[name]
@@ -324,8 +328,8 @@ def _figures(path: Path, trainer, baseline, phases: dict, losses: dict, memory: 
         step_s = median([sum(s.values()) for s in steps])
         row["sides"][name] = {
             "dtype": str(dtypes[name]).removeprefix("torch."),
-            "optimizer": optimizer_name(trainer.train_cfg, trainer.optimizer_kind) if name == "slo" else
-                         ("AdamW fused" if trainer.device.type == "cuda" else "AdamW for-loop"),
+            "optimizer": run["optimizer"] if name == "slo" else
+                         ("AdamW fused" if device.type == "cuda" else "AdamW for-loop"),
             "tokens_per_s": tokens_per_step / step_s,
             "ms_per_step": 1000 * step_s,
             "ms_per_step_mean": 1000 * sum(sum(s.values()) for s in steps) / len(steps),

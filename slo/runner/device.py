@@ -12,7 +12,7 @@ import time
 import torch
 
 from ..errors import RunError, first_line
-from .encode import usable_cpus  # torch-free, for slo prepare too
+from .prepare.encode import usable_cpus  # torch-free, for slo prepare too
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -222,6 +222,14 @@ def is_allocation_failure(error: BaseException) -> bool:
     text = str(error)
     return isinstance(error, RuntimeError) and any(
         s in text for s in ("can't allocate memory", "not enough memory", "out of memory", "Unable to allocate"))
+
+
+def out_of_memory(error: BaseException, device: torch.device, data_cfg) -> RunError | None:
+    """The one-line error for a training step that ran out of memory; None when error is another failure."""
+    if not is_allocation_failure(error):
+        return None
+    return RunError(f"out of memory on {device} at batch_size={data_cfg.batch_size}, block_size={data_cfg.block_size}: "
+                    "lower batch_size (and raise gradient_accumulation_steps to keep the tokens per step)")
 
 
 def gib(n: float) -> str:

@@ -31,9 +31,9 @@ import torch.distributed as dist
 from .. import atomic
 from ..errors import RunError, first_line
 from .device import pick_device, usable_cpus
-from .files import read_json
-from .lock import RunLock
-from .parallel import (Placement, check_world, collective_timeout, communication_failure, join_group, pick_backend,
+from ..outdir.files import read_json
+from ..outdir.lock import RunLock
+from .distributed.placement import (Placement, check_world, collective_timeout, communication_failure, join_group, pick_backend,
                        rank_device, torchrun_placement)
 from .trainer import Trainer, TrainResult
 
@@ -184,10 +184,8 @@ def _spawned_rank(local_rank: int, cfg, nproc: int, addr: str, port: int, report
 
 
 def _write_report(folder: str, rank: int, kind: str, message: str) -> None:
-    path = Path(folder) / f"rank{rank}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"kind": kind, "message": message}), encoding="utf-8")
-    os.replace(tmp, path)
+    report = json.dumps({"kind": kind, "message": message})
+    atomic.replace_file(Path(folder) / f"rank{rank}.json", lambda f: f.write(report), mode="w", encoding="utf-8")
 
 
 class Watchdog:

@@ -97,7 +97,7 @@ def sample_from(ns) -> list[str]:
 
     import torch
 
-    from .checkpoint import load_checkpoint, model_from_checkpoint
+    from .checkpoint.store import load_checkpoint, model_from_checkpoint
     from .device import autocast, is_allocation_failure, pick_device, pick_dtype
 
     device = pick_device(ns.device)
@@ -129,8 +129,8 @@ def tokenizer_for(ckpt: dict, folder: Path, data_dir: str | None = None):
     (or meta.pkl) in ``folder``, else that of the dataset named by the checkpoint's config (in
     data_dir, else the run's data_dir: from here, then beside the out_dir, as nanoGPT lays out
     ``out-NAME/`` and ``data/NAME/``), else GPT-2 BPE."""
-    from .dataset import load_meta
-    from .tokenizers import Tokenizer
+    from .data.datasets import load_meta
+    from .data.text_tokenizers import Tokenizer
 
     folder = folder.resolve()
     meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else None

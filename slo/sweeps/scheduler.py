@@ -3,7 +3,7 @@
 At most ``jobs`` trials run at once; on a machine with GPUs each gets its own
 device(s) (``CUDA_VISIBLE_DEVICES``), on a CPU the cores are shared out
 (``OMP_NUM_THREADS``). A trial's output goes to ``train.log`` in its folder;
-what happened to it goes to the manifest (``slo.runner.manifest``) as soon as
+what happened to it goes to the manifest (``slo.sweeps.manifest``) as soon as
 it happens, so a killed sweep leaves a true record, and the next ``slo sweep``
 of the same definition skips what is finished and resumes what is not from
 its checkpoint. Successive halving trains every trial to the first rung's
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RunError
-from ..runner.files import CHECKPOINT_NAME, METRICS_NAME, SHARDED_NAME, read_records
-from ..runner.manifest import Manifest, TrialRecord, write_manifest
+from ..outdir.files import CHECKPOINT_NAME, METRICS_NAME, SHARDED_NAME, read_records
+from .manifest import Manifest, TrialRecord, write_manifest
 
 LOG_NAME = "train.log"  # a trial's console output, in its folder
 POLL_S = 0.2
@@ -112,7 +112,7 @@ class Scheduler:
         self.say(f"[{n}/{total}] {record.name}: {how}{on}, to iter {target} (log: {trial_dir / LOG_NAME})")
 
     def threads(self) -> int:
-        from ..runner.encode import usable_cpus
+        from ..runner.prepare.encode import usable_cpus
 
         return max(1, usable_cpus() // self.jobs)
 

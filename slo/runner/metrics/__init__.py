@@ -1,0 +1,1 @@
+"""What a run reports: console lines, metrics.jsonl, TensorBoard, wandb, and its throughput."""

@@ -1,0 +1,131 @@
+"""A sweep's folder: ``sweep.json``, its manifest, beside one run folder per trial.
+
+``slo sweep`` is its only writer (it holds the folder's run lock while it runs) and
+replaces the file atomically after every change, so a killed sweep leaves the
+last state it reached. ``slo runs``, ``slo plot`` and ``slo diff`` read it to
+name trials by their swept values. Nothing here imports torch.
+
+The file, as JSON::
+
+    {"format": 1,
+     "definition": {...},          # what was swept, and the config every trial shares
+     "trials": [{"name": "learning_rate=0.001,n_layer=2",   # also its folder's name
+                 "values": {"learning_rate": 0.001, "n_layer": 2},
+                 "status": "finished", "rung": 0, "error": null,
+                 "best_val_loss": 1.92, "iters": 200}, ...],
+     "rungs": [{"rung": 0, "max_iters": 22, "ranking": [name, ...], "promoted": [name, ...]}, ...]}
+
+``rung`` is the last rung the trial completed (-1 before its first).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .. import atomic
+from ..errors import RunError
+from ..outdir.files import is_number, read_json, shown
+
+MANIFEST_NAME = "sweep.json"
+FORMAT = 1
+# pending: not started; running: started, not ended (or its sweep was killed); stopped: a stop
+# signal ended it with a checkpoint; finished: trained to its last rung's iteration; failed: it
+# ended with an error; pruned: successive halving did not promote it.
+STATUSES = ("pending", "running", "stopped", "finished", "failed", "pruned")
+
+
+@dataclass
+class TrialRecord:
+    name: str
+    values: dict
+    status: str = "pending"
+    rung: int = -1
+    error: str | None = None
+    best_val_loss: float | None = None
+    iters: int | None = None
+
+
+@dataclass
+class Manifest:
+    definition: dict
+    trials: list[TrialRecord]
+    rungs: list[dict] = field(default_factory=list)
+
+    def trial(self, name: str) -> TrialRecord:
+        return next(t for t in self.trials if t.name == name)
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, "definition": self.definition,
+                           "trials": [asdict(t) for t in self.trials], "rungs": self.rungs}, indent=1) + "\n"
+
+
+def is_sweep_dir(folder: Path) -> bool:
+    return (Path(folder) / MANIFEST_NAME).is_file()
+
+
+def read_manifest(folder: Path) -> Manifest | None:
+    """The manifest of a sweep folder, None when it has none; RunError, saying what is wrong, when
+    it cannot be read or is not one slo wrote."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.exists():
+        return None
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as e:
+        raise _damaged(path, str(e)) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise _damaged(path, f"it is not a format-{FORMAT} sweep manifest")
+    definition, trials, rungs = data.get("definition"), data.get("trials"), data.get("rungs", [])
+    if not isinstance(definition, dict) or not isinstance(trials, list) or not isinstance(rungs, list):
+        raise _damaged(path, "definition, trials or rungs is missing or of the wrong type")
+    records = []
+    for i, t in enumerate(trials):
+        problem = _trial_problem(t)
+        if problem:
+            raise _damaged(path, f"trial {i + 1}: {problem}")
+        records.append(TrialRecord(**t))
+    if not all(isinstance(r, dict) for r in rungs):
+        raise _damaged(path, "a rung is not an object")
+    return Manifest(definition, records, rungs)
+
+
+def _trial_problem(t) -> str | None:
+    fields = TrialRecord.__dataclass_fields__
+    if not isinstance(t, dict) or set(t) != set(fields):
+        return f"{shown(t)} is not a trial record"
+    if not (isinstance(t["name"], str) and _plain_name(t["name"])):
+        return f"its name {shown(t['name'])} is not a folder name"
+    if not isinstance(t["values"], dict) or t["status"] not in STATUSES:
+        return f"its values or status ({shown(t['status'])}) are not a trial's"
+    if not (isinstance(t["rung"], int) and not isinstance(t["rung"], bool) and -1 <= t["rung"] < 1000):
+        return f"its rung {shown(t['rung'])} is not a rung"
+    if t["error"] is not None and not isinstance(t["error"], str):
+        return "its error is not text"
+    if t["best_val_loss"] is not None and not is_number(t["best_val_loss"]):
+        return f"its best_val_loss {shown(t['best_val_loss'])} is not a number"
+    if t["iters"] is not None and not (is_number(t["iters"]) and isinstance(t["iters"], int)):
+        return f"its iters {shown(t['iters'])} is not an integer"
+    return None
+
+
+def _plain_name(name: str) -> bool:
+    """A trial's folder name: one path component, not hidden, never '..'."""
+    return bool(name) and "/" not in name and "\0" not in name and not name.startswith(".")
+
+
+def _damaged(path: Path, why: str) -> RunError:
+    return RunError(f"{path} cannot be read ({why}); it was damaged or not written by slo sweep. "
+                    "Move it away to start the sweep afresh (the trials' run folders stay usable)")
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    """Replace folder's manifest atomically: a complete old one or a complete new one, never half."""
+    folder = Path(folder)
+    path = folder / MANIFEST_NAME
+    try:
+        atomic.replace_file(path, lambda f: f.write(manifest.to_json()), mode="w", encoding="utf-8")
+    except OSError as e:
+        why = "the disk is full or nearly" if getattr(e, "errno", None) == 28 else (e.strerror or str(e))
+        raise RunError(f"cannot write {path}: {why}; the trials' run folders are kept") from None
