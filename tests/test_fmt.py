@@ -103,13 +103,17 @@ def laid_out(draw, text: str) -> str:
     return "".join(out)
 
 
+def written(values: dict, env: dict, format: str = "config") -> str:
+    """The keys and ENV values of a case of valid_configs, as slo writes them."""
+    overrides = [as_override(k, v) for k, v in values.items()] + [f"--ENV.{n}={v.replace('$', '$$')}"
+                                                                  for n, v in env.items()]
+    return dumps(loads("", overrides=overrides), format, only_set=True)
+
+
 @settings(max_examples=150)
 @given(valid_configs(), st.data())
 def test_formatting_keeps_the_meaning_and_is_idempotent(case, data):
-    values, env = case
-    overrides = [as_override(k, v) for k, v in values.items()] + [f"--ENV.{n}={v.replace('$', '$$')}"
-                                                                  for n, v in env.items()]
-    canonical = dumps(loads("", overrides=overrides), only_set=True)
+    canonical = written(*case)
     assert format_text(canonical) == canonical  # what slo writes is already in the layout
     base = data.draw(st.sampled_from(["", "FROM base.config\n", "from  base.config \\\n\n", "From \\\n  base.config\n"]))
     text = base + data.draw(laid_out(canonical))
