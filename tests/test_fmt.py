@@ -110,19 +110,26 @@ def written(values: dict, env: dict, format: str = "config") -> str:
     return dumps(loads("", overrides=overrides), format, only_set=True)
 
 
+def resolved(text: str) -> tuple[dict, dict]:
+    cfg = loads(text, path=BASE_DIR / "c.config")
+    return cfg.to_dict(), cfg.env
+
+
 @settings(max_examples=150)
 @given(valid_configs(), st.data())
 def test_formatting_keeps_the_meaning_and_is_idempotent(case, data):
     canonical = written(*case)
     assert format_text(canonical) == canonical  # what slo writes is already in the layout
     base = data.draw(st.sampled_from(["", "FROM base.config\n", "from  base.config \\\n\n", "From \\\n  base.config\n"]))
-    text = base + data.draw(laid_out(canonical))
-    path = BASE_DIR / "c.config"
-    cfg = loads(text, path=path)
-    assert (cfg.to_dict(), cfg.env) == (loads(base + canonical, path=path).to_dict(), loads(base + canonical, path=path).env)
-    formatted = format_text(text, str(path))
-    again = loads(formatted, path=path)
-    assert (again.to_dict(), again.env) == (cfg.to_dict(), cfg.env)
+    body = data.draw(laid_out(canonical))
+    expected = resolved(base + canonical)
+    if data.draw(st.booleans()):
+        text = base + body
+        assert resolved(text) == expected  # the layout drawn means what slo wrote
+    else:
+        text = body + base  # FROM last: an error that fmt mends
+    formatted = format_text(text, str(BASE_DIR / "c.config"))
+    assert resolved(formatted) == expected
     assert format_text(formatted) == formatted
     assert meaning(formatted) == meaning(text)
 
