@@ -142,6 +142,7 @@ def _statement(directive: str, first: int, col: int, items: list, lines: list[st
     indent = " " * (len(directive) + 1)
     out: list[str] = []
     code: list[int] = []  # indexes in out of the lines with code, each but the last continued
+    last_pairs = max((i for i, (kind, _) in enumerate(rows) if kind == "pairs"), default=-1)
     for i, (kind, row) in enumerate(rows):
         if kind == "comment":
             if not out:
@@ -149,7 +150,7 @@ def _statement(directive: str, first: int, col: int, items: list, lines: list[st
                 code.append(0)
             out.append(indent + row)
             continue
-        for pairs in _wrap(row, len(indent), continued=any(kind == "pairs" for kind, _ in rows[i + 1:])):
+        for pairs in _wrap(row, len(indent), continued=i < last_pairs):
             out.append((indent if out else directive + " ") + " ".join(pairs))
             code.append(len(out) - 1)
     if not out:
