@@ -25,7 +25,7 @@ from slo.cli import main
 from slo.fmt import WIDTH, format_text
 from slo.statements import END_COL, FROM_PATH, KEY, KEY_COL, LINE, QUOTE, VALUE
 from slo.tokenizer import tokenize
-from test_properties import as_override, valid_configs
+from test_properties import any_text, as_override, valid_configs
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = sorted((ROOT / "tests" / "data" / "fmt").glob("*.config"))
@@ -132,6 +132,17 @@ def test_formatting_keeps_the_meaning_and_is_idempotent(case, data):
     assert resolved(formatted) == expected
     assert format_text(formatted) == formatted
     assert meaning(formatted) == meaning(text)
+
+
+@settings(max_examples=300)
+@given(any_text)
+def test_any_text_is_formatted_to_the_same_statements_or_refused(text):
+    try:
+        formatted = format_text(text)
+    except ConfigError:
+        return
+    assert meaning(formatted) == meaning(text)
+    assert format_text(formatted) == formatted
 
 
 # ---- the command ------------------------------------------------------------------------------------
