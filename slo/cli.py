@@ -32,6 +32,7 @@ COMMANDS = {
     "prepare": ("slo.runner.prepare", "Turn text, JSONL or Parquet into a dataset with any tokenizer."),
     "sample": ("slo.runner.sample", "Generate text from a run's checkpoint."),
     "export": ("slo.runner.export", "Write a checkpoint as a Hugging Face model folder or a GGUF file."),
+    "eval": ("slo.evals.command", "Run lm-evaluation-harness tasks on a checkpoint and print its table."),
     "bench": ("slo.runner.bench", "Measure training throughput beside a nanoGPT-style loop."),
     "plot": ("slo.report", "Plot the loss and learning-rate curves of runs to a PNG."),
     "runs": ("slo.report", "List the runs under a folder, with their status and losses."),
