@@ -78,6 +78,9 @@ def main(source: Path) -> None:
     slo("show", "tiny.config", "--format", "toml")
     slo("convert", "tiny.config", "-o", "tiny.toml")
     slo("check", "tiny.toml")
+    if slo("fmt", "-", stdin="model  n_layer=1\n").stdout != "MODEL n_layer=1\n":
+        sys.exit("slo fmt - did not write its input in the canonical layout")
+    json.loads(slo("keys", "--json-schema").stdout)
     slo("completion", "bash")
     slo("prepare", "corpus.txt", "-o", "data/tiny")
     slo("train", "tiny.config")

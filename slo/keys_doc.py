@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 
 from .schema import KEYS, SECTION_KEYS, format_value
 
@@ -35,8 +36,15 @@ def text() -> str:
 
 def add_arguments(parser, command) -> None:
     parser.add_argument("--markdown", action="store_true", help="print the reference as Markdown")
+    parser.add_argument("--json-schema", action="store_true",
+                        help="print a JSON Schema (draft 2020-12) of the TOML form, for editors (taplo)")
 
 
 def run(ns, rest) -> int:
+    if ns.json_schema:
+        from .json_schema import dumps
+
+        sys.stdout.write(dumps())
+        return 0
     print(markdown() if ns.markdown else text())
     return 0

@@ -20,7 +20,8 @@ from tiny_run import tiny_config
 
 # The arguments that satisfy each verb's required positionals, so that what is judged is the flag after them.
 REQUIRED = {"convert": ["a.config", "-o", "b.toml"], "diff": ["a.config", "a.config"], "plot": ["out"],
-            "sample": ["out"], "export": ["out"], "completion": ["bash"]}
+            "sample": ["out"], "export": ["out"], "completion": ["bash"], "fmt": ["a.config"],
+            "eval": ["out", "--tasks", "t"]}
 CONFIG_READERS = sorted(OVERRIDE_COMMANDS | {"convert", "diff"})
 
 

@@ -2,8 +2,8 @@
 
 Editors start it and speak LSP on its stdin and stdout: diagnostics from the
 resolver (open documents, bases included, are read from the editor), completion,
-hover with each value's origin, go to definition, document symbols
-and did-you-mean quick fixes. It never runs a ``.py``
+hover with each value's origin, go to definition, document symbols, formatting
+as ``slo fmt`` does it, and did-you-mean quick fixes. It never runs a ``.py``
 config. The server needs pygls (``pip install 'slo[lsp]'``), imported only when
 it runs.
 

@@ -1,9 +1,11 @@
-"""Quick fixes: the fix a diagnostic carries (slo.lsp.diagnostics), as a code action."""
+"""Quick fixes (the fix a diagnostic carries: slo.lsp.diagnostics) and formatting, as ``slo fmt`` does it."""
 
 from __future__ import annotations
 
 from lsprotocol import types
 
+from ..errors import ConfigError
+from .positions import Codec
 from .workspace import Document
 
 
@@ -33,3 +35,18 @@ def code_actions(doc: Document, diagnostics: list[types.Diagnostic]) -> list[typ
                                     diagnostics=[diagnostic], edit=edit, is_preferred=True))
     return out
 
+
+def formatting(doc: Document, codec: Codec) -> list[types.TextEdit] | None:
+    """The one whole-document edit that gives a .config document slo fmt's layout ([] when it has it);
+    None for a text that does not tokenize (its diagnostics say why) or another format."""
+    if doc.suffix != ".config":
+        return None
+    from ..fmt import format_text
+
+    try:
+        formatted = format_text(doc.text, doc.path)
+    except ConfigError:
+        return None
+    if formatted == doc.text:
+        return []
+    return [types.TextEdit(codec.whole(doc.text), formatted)]

@@ -4,9 +4,12 @@ columns counting the code units of the negotiated encoding: UTF-16 unless the cl
 from __future__ import annotations
 
 import os
+import re
 
 from lsprotocol import types
 from pygls.uris import from_fs_path, to_fs_path
+
+LINE_ENDS = re.compile(r"\r\n|\r|\n")
 
 
 class Codec:
@@ -54,9 +57,11 @@ class Codec:
             return position.line, 0
         return position.line, self.from_client(lines[position.line], position.character)
 
-    def whole(self, lines: list[str]) -> types.Range:
-        """The range of a whole text."""
-        return types.Range(types.Position(0, 0), self.position(lines, len(lines), 0))
+    def whole(self, text: str) -> types.Range:
+        """The range of a whole text as the client counts it (a byte order mark included; lines end at
+        \\n, \\r\\n or \\r, as the protocol says)."""
+        lines = LINE_ENDS.split(text)
+        return types.Range(types.Position(0, 0), types.Position(len(lines) - 1, self.to_client(lines[-1], len(lines[-1]))))
 
 
 def uri_of(path: str) -> str:

@@ -14,7 +14,7 @@ import warnings
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
-from .actions import code_actions
+from .actions import code_actions, formatting
 from .completion import completions
 from .diagnostics import diagnostics
 from .hover import hover
@@ -159,6 +159,11 @@ def _features(server: SloServer) -> None:
     def document_symbol(params: types.DocumentSymbolParams):
         doc = server.document(params.text_document.uri)
         return symbols(server.docs, doc, server.codec) if doc else None
+
+    @on(types.TEXT_DOCUMENT_FORMATTING)
+    def on_formatting(params: types.DocumentFormattingParams):
+        doc = server.document(params.text_document.uri)
+        return formatting(doc, server.codec) if doc else None
 
     @on(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(code_action_kinds=[types.CodeActionKind.QuickFix]))
     def code_action(params: types.CodeActionParams):
