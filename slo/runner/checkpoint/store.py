@@ -1,15 +1,15 @@
-"""Checkpoints: atomic saves, safe loads, the model they hold, and what a run keeps in them.
+"""Checkpoint files: atomic saves, safe loads, and the model they hold.
 
 A checkpoint is a dict of tensors and plain Python values (nanoGPT's keys
 ``model``, ``optimizer``, ``model_args``, ``iter_num``, ``best_val_loss``,
 ``config``, plus whatever exact resume needs), so ``torch.load`` can run with
 ``weights_only=True``. Saving writes a temporary file beside the target,
-fsyncs it and renames it over the target: a crash at any moment leaves either
-the old checkpoint or the new one, never a torn file.
+fsyncs it and renames it over the target (slo.atomic): a crash at any moment
+leaves either the old checkpoint or the new one, never a torn file.
 
 A checkpoint is also a sharded folder (``checkpoint_format=sharded``,
-slo.runner.checkpoint.sharded), which ``load_checkpoint`` assembles whole. What a run
-keeps in its checkpoints is slo.runner.checkpoint.checkpointer's.
+slo.runner.checkpoint.sharded), which ``load_checkpoint`` assembles whole. What a
+checkpoint holds is slo.runner.checkpoint.contents's.
 """
 
 from __future__ import annotations
