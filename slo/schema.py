@@ -147,6 +147,10 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     _K("wandb_project", "LOGGING", str, "owt", "wandb project."),
     _K("wandb_run_name", "LOGGING", str, "gpt2", "wandb run name."),
     _K("tensorboard_log", "LOGGING", bool, False, "Write TensorBoard event files to out_dir/tensorboard/ (pip install 'slo[tensorboard]')."),
+    _K("eval_tasks", "LOGGING", str, "", "lm-evaluation-harness task names, comma-separated, run by rank 0 as part of an evaluation, their scores in its record as task/metric (pip install 'slo[eval]'); empty: none.", pattern=r"(?:[^,\s]+(?:\s*,\s*[^,\s]+)*)?", allowed="task names separated by commas, or empty"),
+    _K("eval_tasks_interval", "LOGGING", int, None, "Steps between the evaluations that also run eval_tasks (and the last one does); a multiple of eval_interval; None: every evaluation.", optional=True, ge=1),
+    _K("eval_tasks_limit", "LOGGING", int, None, "Examples of each task in eval_tasks (its first N, lm-evaluation-harness's --limit); None: all.", optional=True, ge=1),
+    _K("eval_tasks_path", "LOGGING", str, None, "A folder of task YAML files that eval_tasks may name beside the harness's own (its --include_path); None: the harness's only.", optional=True, pattern=r".+", allowed="a non-empty path"),
     _K("checkpoint_format", "LOGGING", str, "single", "single: out_dir/ckpt.pt, one file of the whole (gathered) weights and optimizer state, written by rank 0; sharded (strategy=fsdp): out_dir/ckpt.sharded/, a torch.distributed.checkpoint folder each rank writes its shards to.", choices=("single", "sharded")),
     # SYSTEM
     _K("device", "SYSTEM", str, "auto", "auto, cpu, cuda, cuda:N or mps (nanoGPT: cuda).", pattern=r"auto|cpu|cuda(:[0-9]+)?|mps", allowed="one of auto, cpu, cuda, cuda:N, mps"),
@@ -379,6 +383,20 @@ def _fsdp_only(v):
             return f"{key}={format_value(v[key])} only applies to strategy=fsdp, not strategy={v['strategy']}"
 
 
+def _tasks_interval(v):
+    n, every = v["eval_tasks_interval"], v["eval_interval"]
+    if n is not None and n % every:
+        return (f"eval_tasks_interval={n} is not a multiple of eval_interval={every}: the tasks run as part of an "
+                f"evaluation (use {every * max(1, round(n / every))}, or another multiple of {every})")
+
+
+def _tasks_fsdp(v):
+    if v["eval_tasks"] and v["strategy"] == "fsdp":
+        return ("eval_tasks runs the tasks on rank 0 alone, but under strategy=fsdp every rank must join each "
+                "forward pass: drop eval_tasks and run `slo eval OUT_DIR --tasks NAMES` on the checkpoint, "
+                "or use strategy=ddp")
+
+
 RULES: tuple[tuple[tuple[str, ...], Callable[[dict], str | None]], ...] = (
     (("n_embd", "n_head"), _head_div),
     (("use_rope", "n_embd", "n_head"), _rope_even),
@@ -392,6 +410,8 @@ RULES: tuple[tuple[tuple[str, ...], Callable[[dict], str | None]], ...] = (
     (("backend", "device"), _nccl),
     (("gradient_accumulation_steps", "nproc_per_node"), _accum_world),
     (("strategy", "optimizer"), _fsdp_muon),
+    (("eval_tasks_interval", "eval_interval"), _tasks_interval),
+    (("eval_tasks", "strategy"), _tasks_fsdp),
     (("fsdp_reshard_after_forward", "fsdp_cpu_offload", "checkpoint_format", "strategy"), _fsdp_only),
 )
 
