@@ -84,8 +84,10 @@ def quiet_harness() -> None:
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
 
 
-def check_task_names(names: list[str], known: list[str], include_path: str | None) -> None:
-    """UsageError for the names the harness does not know, each with the closest names it knows."""
+def check_task_names(names: list[str], known: list[str], include_path: str | None,
+                     own_task: str = "--include_path DIR") -> None:
+    """UsageError for the names the harness does not know, each with the closest names it knows (and, without
+    include_path, that own_task adds a task of your own)."""
     known_set = set(known)
     unknown = [name for name in names if name not in known_set]
     if not unknown:
@@ -96,7 +98,7 @@ def check_task_names(names: list[str], known: list[str], include_path: str | Non
         parts.append(f"{name!r}" + (f" (closest: {', '.join(close)})" if close else ""))
     where = f"the harness's tasks and those in {include_path}" if include_path else "the harness's tasks"
     raise UsageError(f"unknown task{'s' * (len(unknown) > 1)} {'; '.join(parts)}: not among {where}"
-                     + ("" if include_path else "; a task of your own needs --include_path DIR"))
+                     + ("" if include_path else f"; a task of your own needs {own_task}"))
 
 
 def evaluate(ns, names: list[str], manager) -> dict | None:

@@ -29,6 +29,12 @@ META_NAME = "meta.json"  # the tokenizer of the run's dataset (or weights), as t
 MAX_INT = 1 << 63  # an integer read back from a run's files is smaller than this in size
 RECORD_NUMBERS = ("loss", "val_loss", "train_loss", "lr", "tokens_per_s", "mfu", "memory_mb", "state_mb", "ms_per_iter",
                   "time", "tokens")  # fields of a metrics record that are numbers (or null) when present
+TASK_METRIC_SEP = "/"  # an evaluation's "task/metric" fields: lm-evaluation-harness scores (LOGGING eval_tasks)
+
+
+def is_task_metric(key) -> bool:
+    """A record's field that holds a task's score: ``hellaswag/acc_norm``."""
+    return isinstance(key, str) and TASK_METRIC_SEP in key
 
 
 def parse_json(text: str | bytes):
@@ -75,7 +81,8 @@ _SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 60
 
 def as_record(line: bytes | str) -> dict | None:
     """One metrics.jsonl line as its record, or None when it is not one: a line cut short by a kill,
-    bytes that are not JSON, or an object without an integer iter, a loss or val_loss, and numbers."""
+    bytes that are not JSON, or an object without an integer iter, a loss or val_loss, and numbers (its
+    task/metric scores too)."""
     try:
         rec = parse_json(line)
     except ValueError:
@@ -89,6 +96,8 @@ def as_record(line: bytes | str) -> dict | None:
         value = rec.get(key)
         if value is not None and not is_number(value):
             return None
+    if any(is_task_metric(key) and value is not None and not is_number(value) for key, value in rec.items()):
+        return None
     return rec
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ..evals.tasks import TaskEvaluator
 from ..outdir.files import write_run_files
 from .checkpoint.checkpointer import Checkpointer
 from .checkpoint.contents import Progress, RunParts
@@ -120,6 +121,8 @@ class Trainer:
         self.signals, self.fallback = StopSignals(self.say), CompileFallback(self.world_size, self.say)
         self.finite = FiniteCheck(self.group, lambda: self.checkpointer.kept(self.progress))
         self.throughput = Throughput(self.tokens_per_iter, self.model.flops_per_token(), self.device, self.dtype, self.world_size)
+        self.tasks = TaskEvaluator.for_run(self.cfg, self.checkpointer.meta, vocab_size, self.device, self.dtype,
+                                           self.say) if self.master else None  # before any step: a bad name fails now
 
     def say(self, text: str) -> None:
         if self.master:
@@ -277,8 +280,7 @@ class Trainer:
 
     def _stop(self, start_iter: int, loss: float | None) -> TrainResult:
         """A stop signal reached a rank: save what this run did, say so, and return."""
-        p, path = self.progress, self.checkpointer.path
-        name = signal.Signals(self.signals.signum).name
+        p, path, name = self.progress, self.checkpointer.path, signal.Signals(self.signals.signum).name
         if p.iter_num > start_iter:
             checked = self.finite.check(p.iter_num)  # the steps since the last check, before they are saved
             loss = loss if checked is None else checked
@@ -292,11 +294,10 @@ class Trainer:
     def _after_eval(self, losses: dict[str, float], start_iter: int, clock: float) -> None:
         p = self.progress
         p.last_eval_iter = p.iter_num
-        improved = losses["val"] < p.best_val_loss
-        p.best_val_loss = min(p.best_val_loss, losses["val"])
+        improved, p.best_val_loss = losses["val"] < p.best_val_loss, min(p.best_val_loss, losses["val"])
         rec = {"iter": p.iter_num, "tokens": p.iter_num * self.tokens_per_iter, "train_loss": losses["train"],
                "val_loss": losses["val"], "lr": self.schedule(p.iter_num), "time": time.perf_counter() - clock}
-        self.log.record(rec)
+        self.log.record({**rec, **(self.tasks.scores_at(p.iter_num, self.model) if self.tasks else {})})
         line = format_eval_line(rec)
         if self.checkpointer.due(p, improved, start_iter, self.end_iter):
             p.elapsed = time.perf_counter() - clock

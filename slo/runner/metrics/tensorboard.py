@@ -2,7 +2,7 @@
 
 The scalars are nanoGPT's wandb names: ``train/loss``, ``val/loss``,
 ``eval/train_loss``, ``lr``, plus ``tokens_per_s``, ``mfu``, ``memory_mb`` and
-``ms_per_iter``; the step is the record's iter. A resumed run tells
+``ms_per_iter``, and the evaluations' task scores (``hellaswag/acc_norm``); the step is the record's iter. A resumed run tells
 TensorBoard to drop what the first run logged from the resume iteration on
 (``purge_step``), so the curves do not double back, then logs again the
 evaluation at that iteration, which the resumed run does not repeat.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import RunError
-from ...outdir.files import METRICS_NAME, read_records
+from ...outdir.files import METRICS_NAME, is_task_metric, read_records
 
 TENSORBOARD_DIR = "tensorboard"
 SCALARS = frozenset({"train/loss", "val/loss", "eval/train_loss", "lr", "tokens_per_s", "mfu", "memory_mb",
@@ -40,7 +40,7 @@ class TensorBoardLog:
             self._log_again(Path(out_dir) / METRICS_NAME, resume_iter)
 
     def add_scalar(self, name: str, value: float, step: int) -> None:
-        if name in SCALARS:
+        if name in SCALARS or is_task_metric(name):
             self.writer.add_scalar(name, value, step)
 
     def close(self) -> None:

@@ -1,0 +1,167 @@
+"""LOGGING eval_tasks: lm-evaluation-harness's tasks as part of a run's evaluations, their scores in
+metrics.jsonl at the right iterations (a resumed run's too, none twice), equal to what the harness gives
+on the checkpoint saved there; an unknown task fails before the first step; the rules; slo plot and slo
+runs show the scores. Local tasks only (JSONL under tmp_path), never a download."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_DATASETS_OFFLINE"] = os.environ["HF_HUB_OFFLINE"] = "1"  # before datasets reads them
+
+from tiny_run import metrics, tiny_config  # noqa: E402
+
+from slo import cli  # noqa: E402
+
+lm_eval = pytest.importorskip("lm_eval")
+
+TASK = "tiny_mc"
+MC = [{"question": f"def f{i}(x):\n    return x *", "choices": [" 1", " 2", " 3", " 4"], "label": i % 4}
+      for i in range(8)]
+MAX_ITERS, INTERVAL = 10, 8  # evaluations at 0, 4, 8 and 10; the tasks at 0, 8 and 10 (the last)
+TASK_ITERS = [0, 8, 10]
+
+
+def write_task(folder: Path) -> Path:
+    """A multiple-choice task reading a JSONL file beside its YAML (dataset_path: json)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / f"{TASK}.jsonl"
+    data.write_text("".join(json.dumps(doc) + "\n" for doc in MC))
+    (folder / f"{TASK}.yaml").write_text(
+        f"task: {TASK}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n"
+        "output_type: multiple_choice\ndoc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\n"
+        "doc_to_target: '{{label}}'\nmetric_list:\n"
+        "  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+        "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n")
+    return folder
+
+
+def task_config(tmp_path: Path, out: str, extra: str = "", tasks: str = TASK) -> Path:
+    folder = write_task(tmp_path / "tasks")
+    return tiny_config(tmp_path, out, max_iters=MAX_ITERS, extra=(
+        f"LOGGING eval_tasks={tasks} eval_tasks_interval={INTERVAL} eval_tasks_path='{folder}'\n" + extra))
+
+
+def train(config: Path, *overrides: str) -> int:
+    return cli.main(["train", str(config), *overrides])
+
+
+def records(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def task_scores(out_dir: Path) -> dict[int, dict[str, float]]:
+    """iter -> the task/metric scores of the evaluation there, for the evaluations that have them."""
+    out = {}
+    for rec in records(out_dir):
+        scores = {k: v for k, v in rec.items() if "/" in k}
+        if scores:
+            assert "val_loss" in rec and rec["iter"] not in out, rec  # in an evaluation's record, once
+            out[rec["iter"]] = scores
+    return out
+
+
+def checkpoint_scores(folder: Path) -> dict[str, float]:
+    """The harness's scores on the run's ckpt.pt, through SloLM and simple_evaluate directly."""
+    from lm_eval.tasks import TaskManager
+
+    from slo.evals.lm import SloLM
+    from slo.evals.tasks import flat_scores
+    from slo.runner.checkpoint.store import load_checkpoint, model_from_checkpoint
+    from slo.runner.sample import tokenizer_for
+
+    ckpt = load_checkpoint(folder)
+    lm = SloLM(model_from_checkpoint(ckpt), tokenizer_for(ckpt, folder), batch_size=4)
+    results = lm_eval.simple_evaluate(model=lm, tasks=[TASK], task_manager=TaskManager(
+        include_path=str(folder.parent / "tasks")), log_samples=False)
+    return flat_scores(results)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A run straight through, with the tasks."""
+    tmp = tmp_path_factory.mktemp("tasks_run")
+    assert train(task_config(tmp, "out")) == 0
+    return tmp / "out"
+
+
+def test_the_scores_are_in_the_evaluations_at_the_interval_and_the_last(run, capsys):
+    scores = task_scores(run)
+    assert sorted(scores) == TASK_ITERS
+    for values in scores.values():
+        assert set(values) == {f"{TASK}/acc", f"{TASK}/acc_norm"}
+        assert all(0 <= v <= 1 for v in values.values())
+    assert sorted(metrics(run)[1]) == [0, 4, 8, 10]  # every evaluation still there
+
+
+def test_the_scores_are_the_harness_s_on_the_checkpoint_saved_there(run):
+    assert task_scores(run)[MAX_ITERS] == pytest.approx(checkpoint_scores(run), abs=1e-9)
+
+
+def test_the_tasks_leave_the_run_s_random_streams_and_training_as_they_were(run, tmp_path):
+    """The harness seeds every stream; dropout (0.1 here) must draw as in a run without the tasks."""
+    plain = tiny_config(tmp_path, "plain", max_iters=MAX_ITERS)
+    assert train(plain) == 0
+    assert metrics(run) == metrics(tmp_path / "plain")
+
+
+def test_a_resumed_run_scores_at_the_same_iterations_none_twice(run, tmp_path, capsys):
+    config = task_config(tmp_path, "resumed")
+    assert train(config, "--stop_iter=6") == 0
+    assert sorted(task_scores(tmp_path / "resumed")) == [0]  # stop_iter is not the last: no tasks at 6
+    assert train(config, "--init_from=resume") == 0
+    assert sorted(task_scores(tmp_path / "resumed")) == TASK_ITERS  # task_scores asserts none is twice
+    assert [r["iter"] for r in records(tmp_path / "resumed") if "val_loss" in r] == [0, 4, 6, 8, 10]
+    assert capsys.readouterr().out.count("tasks 0:") == 1
+
+
+def test_an_unknown_task_fails_before_the_first_step_naming_the_closest(tmp_path, capsys):
+    config = task_config(tmp_path, "unknown", tasks="tiny_mcc")
+    assert train(config) == 2
+    err = capsys.readouterr().err
+    assert "eval_tasks: unknown task 'tiny_mcc' (closest: tiny_mc" in err
+    assert f"{config}:" in err  # the line that set it
+    assert not (tmp_path / "unknown" / "metrics.jsonl").exists()
+
+
+def test_a_task_folder_that_is_not_one_is_a_config_error(tmp_path, capsys):
+    config = task_config(tmp_path, "nofolder", extra=f"LOGGING eval_tasks_path='{tmp_path / 'none'}'\n")
+    assert train(config) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ("LOGGING eval_tasks=a eval_tasks_interval=6\n", "eval_tasks_interval=6 is not a multiple of eval_interval=4"),
+    ("LOGGING eval_tasks=a\nDDP strategy=fsdp\n", "slo eval OUT_DIR --tasks NAMES"),
+    ("LOGGING eval_tasks='a,,b'\n", "eval_tasks=a,,b is out of range"),
+])
+def test_the_rules(tmp_path, capsys, extra, expected):
+    assert cli.main(["check", str(tiny_config(tmp_path, extra=extra))]) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_an_interval_that_is_a_multiple_is_fine(tmp_path):
+    assert cli.main(["check", str(tiny_config(tmp_path, extra="LOGGING eval_tasks=a eval_tasks_interval=8\n"))]) == 0
+
+
+def test_slo_runs_shows_the_last_score_of_each_task_metric(run, capsys):
+    assert cli.main(["runs", str(run.parent)]) == 0
+    out = capsys.readouterr().out
+    last = task_scores(run)[MAX_ITERS]
+    for name, value in last.items():
+        assert f"{name} {value:.4f}" in out
+
+
+def test_slo_plot_has_a_panel_per_task_metric(run, tmp_path):
+    pytest.importorskip("matplotlib")
+    from slo.report.plot import plot_runs
+    from slo.report.run_folder import read_run
+
+    titles = [ax.get_title() for ax in plot_runs([read_run(run)]).axes]
+    assert f"{TASK}/acc" in titles and f"{TASK}/acc_norm" in titles
+    assert cli.main(["plot", str(run), "-o", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 0
