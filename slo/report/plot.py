@@ -2,7 +2,9 @@
 
 Four panels: loss against iterations and against tokens (train loss at each
 logged step, val loss at each evaluation, log scale), the learning rate, and
-the throughput. Each run has one colour; the legend names its out_dir and
+the throughput; then a panel per task metric of the evaluations (LOGGING
+eval_tasks: ``hellaswag/acc_norm`` against iterations), two to a row, when a
+run has them. Each run has one colour; the legend names its out_dir and
 config. ``slo plot SWEEP_DIR`` draws a sweep's trials that have metrics, best
 val loss first, each named by its swept values. matplotlib is an optional
 extra; figures are drawn without a display (no pyplot, no global backend).
@@ -19,7 +21,9 @@ from ..sweeps.manifest import is_sweep_dir
 from .run_folder import Run, finite, read_run, shorten
 from .sweep_folder import ranked, read_sweep
 
-FIGURE_SIZE = (12.0, 8.0)  # inches
+FIGURE_SIZE = (12.0, 8.0)  # inches, for the four panels; each row of task panels adds ROW_HEIGHT
+ROW_HEIGHT = 4.0  # inches
+MAX_TASK_PANELS = 12  # task metrics drawn; the others are named on stderr
 DPI = 100  # so the PNG is 1200 x 800 pixels
 SINGLE_RUN_FILE = "loss.png"  # in the run's out_dir
 SEVERAL_RUNS_FILE = "runs.png"  # in the current folder
@@ -72,9 +76,11 @@ def plot_runs(runs: list[Run], labels: list[str] | None = None, title: str | Non
     Figure = import_matplotlib()
     from matplotlib.lines import Line2D
 
-    fig = Figure(figsize=FIGURE_SIZE, dpi=DPI, layout="constrained")
-    axes = fig.subplots(2, 2)
-    loss_iter, loss_tokens, lr_ax, speed_ax = axes.flat
+    tasks = task_metrics(runs)
+    task_rows = (len(tasks) + 1) // 2
+    fig = Figure(figsize=(FIGURE_SIZE[0], FIGURE_SIZE[1] + ROW_HEIGHT * task_rows), dpi=DPI, layout="constrained")
+    axes = fig.subplots(2 + task_rows, 2, squeeze=False)
+    loss_iter, loss_tokens, lr_ax, speed_ax, *task_axes = axes.flat
     loss_tokens.sharey(loss_iter)
     lr_ax.sharex(loss_iter)
     speed_ax.sharex(loss_iter)
@@ -82,14 +88,36 @@ def plot_runs(runs: list[Run], labels: list[str] | None = None, title: str | Non
     legend = []
     for run, label, colour in zip(runs, labels or run_labels(runs, names), colours(len(runs))):
         draw_run(run, colour, loss_iter, loss_tokens, lr_ax, speed_ax)
+        for ax, name in zip(task_axes, tasks):
+            ax.plot(*_points(run.evals, "iter", name), color=colour, lw=2.0, marker="o", ms=4)
         legend.append(Line2D([], [], color=colour, lw=2.0, label=label))
     legend += [Line2D([], [], color="0.4", lw=1.0, alpha=0.6, label="train loss (logged steps)"),
                Line2D([], [], color="0.4", lw=2.0, marker="o", ms=4, label="val loss (evaluations)")]
     label_axes(runs, loss_iter, loss_tokens, lr_ax, speed_ax)
+    label_task_axes(task_axes, tasks, loss_iter)
     loss_tokens.legend(handles=legend, loc="upper right", fontsize="small" if len(runs) <= 8 else "x-small",
                        framealpha=0.9)
     fig.suptitle(title or _title(runs, names), fontsize="x-large")
     return fig
+
+
+def task_metrics(runs: list[Run]) -> list[str]:
+    """The task metrics the runs' evaluations hold, in the order they first appear (at most MAX_TASK_PANELS)."""
+    names = list(dict.fromkeys(name for run in runs for name in run.task_metrics))
+    if len(names) > MAX_TASK_PANELS:
+        print(f"note: {len(names) - MAX_TASK_PANELS} task metric(s) left out of the plot: "
+              f"{shorten(', '.join(names[MAX_TASK_PANELS:]), MAX_TITLE)}", file=sys.stderr)
+    return names[:MAX_TASK_PANELS]
+
+
+def label_task_axes(task_axes: list, tasks: list[str], loss_iter) -> None:
+    """Each task panel titled by its metric, on the iterations of the loss panel; an odd last one hidden."""
+    for ax in task_axes[len(tasks):]:
+        ax.set_visible(False)
+    for ax, name in zip(task_axes, tasks):
+        ax.sharex(loss_iter)
+        ax.set(title=name, xlabel="iteration (optimizer steps)", ylabel="score")
+        ax.grid(True, which="major", alpha=0.3)
 
 
 def draw_run(run: Run, colour: str, loss_iter, loss_tokens, lr_ax, speed_ax) -> None:

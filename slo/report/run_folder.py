@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RunError
-from ..outdir.files import (CHECKPOINT_NAME, CONFIG_JSON, LOCK_NAME, METRICS_NAME, ORIGINS_JSON, is_number, read_json,
-                            read_records)
+from ..outdir.files import (CHECKPOINT_NAME, CONFIG_JSON, LOCK_NAME, METRICS_NAME, ORIGINS_JSON, is_number,
+                            is_task_metric, read_json, read_records)
 from ..outdir.lock import holder
 from ..schema import format_value
 
@@ -81,6 +81,16 @@ class Run:
         if losses:
             return min(losses)
         return self.checkpoint_best_val if finite(self.checkpoint_best_val) else None
+
+    @property
+    def task_metrics(self) -> list[str]:
+        """The evaluations' task/metric fields (LOGGING eval_tasks), in the order they first appear."""
+        return list(dict.fromkeys(k for r in self.evals for k in r if is_task_metric(k)))
+
+    @property
+    def last_task_scores(self) -> dict[str, float]:
+        """Each task metric's last finite score."""
+        return {k: r[k] for r in self.evals for k in r if is_task_metric(k) and finite(r[k])}
 
     @property
     def tokens_per_s(self) -> float | None:

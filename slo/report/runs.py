@@ -4,7 +4,8 @@ A run is a folder with metrics.jsonl or ckpt.pt: DIR itself, or a folder one
 or two levels under it (hidden folders are skipped; a run's own subfolders
 are not searched). A sweep folder (with sweep.json) found there has its
 trials' run folders listed, and a trial shows its sweep status (pruned,
-failed...). When DIR itself is a sweep folder, the table is the sweep's
+failed...). Runs that scored tasks as they trained (LOGGING eval_tasks) add a
+column of each task metric's last score. When DIR itself is a sweep folder, the table is the sweep's
 (slo.report.sweep_folder.format_sweep_table). Nothing here imports torch unless a
 run has no metrics.jsonl or config.json and its checkpoint must be opened.
 """
@@ -68,7 +69,8 @@ def format_table(runs: list[Run], root: Path, now: float | None = None) -> str:
     """The table of runs; a trial of a sweep shows its sweep status."""
     now = time.time() if now is None else now
     statuses = trial_statuses(runs)
-    header = ("RUN", "CONFIG", "ITERS", "BEST VAL", "TOK/S", "STATUS", "UPDATED")
+    tasks = any(run.last_task_scores for run in runs)  # a column only where some run has task scores
+    header = ("RUN", "CONFIG", "ITERS", "BEST VAL", "TOK/S", "STATUS", "UPDATED") + ("TASKS (LAST)",) * tasks
     rows = [header]
     for run in runs:
         rows.append((
@@ -79,7 +81,7 @@ def format_table(runs: list[Run], root: Path, now: float | None = None) -> str:
             f"{run.tokens_per_s:,.0f}" if run.tokens_per_s is not None else "-",
             statuses.get(run.path) or run.status(now),
             age(now - run.updated),
-        ))
+        ) + (", ".join(f"{k} {v:.4f}" for k, v in run.last_task_scores.items()) or "-",) * tasks)
     return format_rows(rows, {2, 3, 4})  # numbers right-aligned
 
 
