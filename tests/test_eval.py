@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from test_hf import SHAPES, export, save_run  # noqa: E402
 
 from slo import cli  # noqa: E402
+from slo.errors import RunError  # noqa: E402
 from slo.runner.tokenizers import ByteTokenizer, Tokenizer  # noqa: E402
 
 lm_eval = pytest.importorskip("lm_eval")
@@ -361,3 +362,27 @@ def test_without_lm_eval_the_command_says_how_to_install_it(byte_run, tmp_path):
 def test_options_out_of_range_are_usage_errors(byte_run, flags, said, capsys):
     assert slo_eval(byte_run, "--tasks", "slo_mc", *flags) == 2
     assert said in capsys.readouterr().err
+
+
+def test_a_continuation_longer_than_block_size_is_one_line():
+    model, tokenizer = trained()
+    with pytest.raises(RunError, match="a continuation of 40 tokens is longer than the model's block_size=32"):
+        SloLM(model, tokenizer)._loglikelihood_tokens([(None, [1], list(range(40)))])
+
+
+def test_an_ignored_generation_option_is_warned_of_once(caplog):
+    model, tokenizer = trained()
+    lm = SloLM(model, tokenizer)
+    lm.generate_until(requests("generate_until", [("a", {"max_gen_toks": 2, "top_p": 0.9})] * 3))
+    assert [r.getMessage() for r in caplog.records] == ["slo eval ignores the generation options top_p"]
+
+
+def test_a_missing_local_data_file_is_one_line(byte_run, tmp_path, capsys):
+    (tmp_path / "gone.yaml").write_text(TASKS_YAML_GONE.format(path=tmp_path / "gone.jsonl"))
+    assert slo_eval(byte_run, "--tasks", "slo_gone", "--include_path", tmp_path, "--device", "cpu") == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "a dataset of the tasks is missing" in err[0] and "gone.jsonl" in err[0]
+
+
+TASKS_YAML_GONE = ("task: slo_gone\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {path}\n"
+                   "test_split: test\noutput_type: loglikelihood\ndoc_to_text: '{{{{a}}}}'\ndoc_to_target: '{{{{b}}}}'\n")

@@ -76,6 +76,7 @@ class SloLM(TemplateLM):
         self.dtype = dtype
         self.default_max_gen_toks = max_gen_toks
         self._eot = end_of_text_id(tokenizer, model.args.vocab_size) if eot_id is None else eot_id
+        self.ignored: set[str] = set()  # the generation options warned of
 
     @property
     def eot_token_id(self) -> int:
@@ -110,6 +111,10 @@ class SloLM(TemplateLM):
         collator = Collator(requests, sort_fn=lambda r: (-len(r[1] + r[2]), tuple(r[1] + r[2])))
         results = []
         for chunk in collator.get_batched(n=self.batch_size):
+            longest = max(len(continuation) for _, _, continuation in chunk)
+            if longest > self.max_length:
+                raise RunError(f"a continuation of {longest} tokens is longer than the model's block_size="
+                               f"{self.max_length}: it cannot be scored in one window")
             inputs = [(context + continuation)[-(self.max_length + 1):][:-1] for _, context, continuation in chunk]
             idx = torch.zeros(len(inputs), max(map(len, inputs)), dtype=torch.long)  # right-padded
             for row, ids in zip(idx, inputs):
@@ -165,9 +170,10 @@ class SloLM(TemplateLM):
     def generation_options(self, gen_kwargs: dict) -> tuple:
         """(stop sequences, max_gen_toks, temperature, top_k) from a request's generation kwargs, read as the
         harness reads them: do_sample false (or absent with no temperature) is greedy."""
-        unknown = sorted(set(gen_kwargs) - GENERATION_KEYS)
+        unknown = set(gen_kwargs) - GENERATION_KEYS - self.ignored
         if unknown:
-            log.warning("slo eval ignores the generation options %s", ", ".join(unknown))
+            log.warning("slo eval ignores the generation options %s", ", ".join(sorted(unknown)))
+            self.ignored |= unknown  # said once
         until = gen_kwargs.get("until") or []
         until = [until] if isinstance(until, str) else list(until)
         max_gen_toks = next((int(gen_kwargs[k]) for k in MAX_TOKEN_KEYS if gen_kwargs.get(k) is not None),
