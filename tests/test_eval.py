@@ -386,3 +386,30 @@ def test_a_missing_local_data_file_is_one_line(byte_run, tmp_path, capsys):
 
 TASKS_YAML_GONE = ("task: slo_gone\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {path}\n"
                    "test_split: test\noutput_type: loglikelihood\ndoc_to_text: '{{{{a}}}}'\ndoc_to_target: '{{{{b}}}}'\n")
+
+
+def test_a_model_in_training_is_scored_in_eval_mode_and_left_training():
+    """The trainer's model between steps: dropout off while scored, its mode as it was after."""
+    from slo.runner.model import GPT, ModelArgs
+
+    model, tokenizer = trained()
+    dropped = GPT(ModelArgs(**{**model.args.to_dict(), "dropout": 0.5}))
+    dropped.load_state_dict(model.state_dict())
+    lm = SloLM(dropped.train(), tokenizer)
+    pairs = requests("loglikelihood", [("def f(x):", " return x")])
+    assert lm.loglikelihood(pairs) == SloLM(model, tokenizer).loglikelihood(pairs)
+    lm.generate_until(requests("generate_until", [("def", {"max_gen_toks": 2})]))
+    assert dropped.training
+
+
+@pytest.mark.parametrize("vocab, eot", [(8, 5), (5, None)])
+def test_a_character_tokenizers_end_of_text_is_the_id_past_its_alphabet(vocab, eot):
+    from slo.runner.model import GPT, ModelArgs
+
+    meta = {"tokenizer": "char", "vocab_size": 5, "itos": ["a", "b", " ", "c", "é"]}
+    model = GPT(ModelArgs(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=vocab))
+    if eot is None:  # the alphabet fills vocab_size and has no newline: no end of text
+        with pytest.raises(RunError, match="has no end-of-text token"):
+            SloLM(model, Tokenizer.from_meta(meta))
+    else:
+        assert SloLM(model, Tokenizer.from_meta(meta)).eot_token_id == eot

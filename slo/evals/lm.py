@@ -20,6 +20,7 @@ The end-of-text token is the one ``slo export`` names (see ``end_of_text_id``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import defaultdict
 
@@ -68,7 +69,7 @@ class SloLM(TemplateLM):
         super().__init__()
         if batch_size < 1:
             raise RunError(f"batch_size={batch_size} must be >= 1")
-        self.model = model.eval()
+        self.model = model
         self.slo_tokenizer = tokenizer
         self._device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model.to(self._device)
@@ -96,10 +97,21 @@ class SloLM(TemplateLM):
     def tok_decode(self, tokens) -> str:
         return self.slo_tokenizer.decode(tokens)
 
+    @contextlib.contextmanager
+    def evaluating(self):
+        """The model in eval mode (no dropout), put back in the mode it was in after: a model in training
+        is evaluated between steps."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
+
     @torch.no_grad()
     def log_probs(self, idx: torch.Tensor) -> torch.Tensor:
         """log-softmax over the vocabulary (float32) at every position of idx (B, T)."""
-        with autocast(self._device, self.dtype):
+        with self.evaluating(), autocast(self._device, self.dtype):
             logits, _ = self.model(idx.to(self._device))
         return F.log_softmax(logits.float(), dim=-1)
 
@@ -191,7 +203,7 @@ class SloLM(TemplateLM):
         idx = torch.tensor(contexts, dtype=torch.long, device=self._device)
         new = [[] for _ in contexts]
         done = [False] * len(contexts)
-        with autocast(self._device, self.dtype):
+        with self.evaluating(), autocast(self._device, self.dtype):
             for step in self.model.generate_steps(idx, max_gen_toks, temperature=temperature, top_k=top_k):
                 for row, token in enumerate(step[:, 0].tolist()):
                     if done[row]:
