@@ -413,3 +413,8 @@ def test_a_character_tokenizers_end_of_text_is_the_id_past_its_alphabet(vocab, e
             SloLM(model, Tokenizer.from_meta(meta))
     else:
         assert SloLM(model, Tokenizer.from_meta(meta)).eot_token_id == eot
+
+
+def test_a_missing_checkpoint_is_one_line(tmp_path, capsys):
+    assert slo_eval(tmp_path / "nothing", "--tasks", "slo_mc") == 1
+    assert capsys.readouterr().err.startswith(f"error: no checkpoint at {tmp_path / 'nothing'}")
