@@ -54,15 +54,15 @@ def cli_source(overrides: Iterable[str], sweep: bool = False) -> Source:
             src.error(1, col, col + len(arg), f"Expected --key=value or --SECTION.key=value, found {arg!r}")
         elif sweep and (section.upper() == SWEEP or not dot and is_swept(item)):
             src.add_swept(item, swept)
-        elif not dot:
-            src.add(item, None, seen)
+        elif not dot or section.upper() in SECTION_KEYS:
+            src.add(item, section.upper() if dot else None, seen)
+            if key in swept:  # a value after a sweep of its key wins, as a later override always does
+                src.sweep.remove(swept.pop(key))
         elif section.upper() == "ENV":
             if ENV_NAME.match(key):
                 src.env.append(item)
             else:
                 src.error(1, start, start + len(name), f"Invalid ENV name {key!r}")
-        elif section.upper() in SECTION_KEYS:
-            src.add(item, section.upper(), seen)
         else:
             src.error(1, start, start + len(section),
                       f"Unknown section {section}{suggest(section.upper(), SECTIONS + ('ENV',))}")
