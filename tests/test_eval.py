@@ -315,13 +315,14 @@ def byte_run(tmp_path_factory) -> Path:
 def test_the_command_prints_the_harness_table_and_writes_json(byte_run, tasks, tmp_path, capsys):
     out = tmp_path / "results.json"
     assert slo_eval(byte_run, "--tasks", "slo_mc,slo_gen", "--include_path", tasks, "--batch_size", "2",
-                    "--device", "cpu", "--limit", "3", "--json", out) == 0
+                    "--device", "cpu", "--limit", "3", "--num_fewshot", "1", "--json", out) == 0
     printed = capsys.readouterr().out
     assert "|  Tasks  |" in printed or "|Tasks" in printed.replace(" ", "")
     assert "slo_mc" in printed and "acc_norm" in printed and "exact_match" in printed
     data = json.loads(out.read_text())
     assert set(data["results"]) == {"slo_mc", "slo_gen"}
     assert data["n-samples"]["slo_mc"]["effective"] == 3
+    assert data["n-shot"] == {"slo_mc": 1, "slo_gen": 1}
     assert "samples" not in data
     assert 0 <= data["results"]["slo_mc"]["acc,none"] <= 1
 
