@@ -105,7 +105,7 @@ def load_lm(ns):
     from ..runner.checkpoint import load_checkpoint, model_from_checkpoint
     from ..runner.device import pick_device, pick_dtype
     from ..runner.sample import tokenizer_for
-    from .lm import SloLM
+    from .lm import SloLM, end_of_text_id
 
     device = pick_device(ns.device)
     dtype = pick_dtype(ns.dtype, device)
@@ -115,7 +115,8 @@ def load_lm(ns):
     meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else None
     model = model_from_checkpoint(ckpt, device)
     del ckpt  # the weights now live in the model
-    return SloLM(model, tokenizer, device=device, batch_size=ns.batch_size, dtype=dtype, eot_id=eot_of(meta, model))
+    eot = end_of_text_id(tokenizer, model.args.vocab_size, meta)  # a trained BPE's from its meta
+    return SloLM(model, tokenizer, device=device, batch_size=ns.batch_size, dtype=dtype, eot_id=eot)
 
 
 def evaluate(lm, ns, names: list[str], manager) -> dict | None:
@@ -130,12 +131,6 @@ def evaluate(lm, ns, names: list[str], manager) -> dict | None:
         raise RunError(missing_dataset(e)) from None
     except torch.OutOfMemoryError:
         raise RunError(f"out of memory on {lm.device} with --batch_size {ns.batch_size}: lower it") from None
-
-
-def eot_of(meta: dict | None, model) -> int | None:
-    """The end-of-text id a checkpoint's meta names (a trained BPE's), else None: SloLM finds it."""
-    eot = (meta or {}).get("eot_id")
-    return eot if isinstance(eot, int) and not isinstance(eot, bool) and 0 <= eot < model.args.vocab_size else None
 
 
 def missing_dataset(error: BaseException) -> str:
