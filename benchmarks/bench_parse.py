@@ -2,6 +2,7 @@
 against tomllib and json reading the same values.
 
     python benchmarks/bench_parse.py [--repeat 15] [--out benchmarks/results/bench_parse.json]
+    python benchmarks/bench_parse.py --instructions [--config configs/standard.config]
 
 For each shipped config and a generated large file it reports the median time
 of repeated, interleaved rounds (and MB/s), with the garbage collector off
@@ -13,6 +14,12 @@ while a round runs (as timeit does), of:
   load (py)         the same with the Python twin (read and type_values)
   tomllib.loads     the same config written as TOML (its explicitly set values)
   json.loads        the same values as flat JSON
+
+--instructions counts instead, with valgrind's callgrind (which the machine's load does not
+touch), the instructions of one slo.loads of the config's text, one tomllib.loads of the TOML
+that `slo convert` writes for it (comments included, as the .config has them) and one of the
+plain TOML twin above: each the difference between a run of 2,000 calls and a run of none,
+divided by 2,000, so the interpreter's start and imports are not counted.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ import gc
 import json
 import os
 import platform
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -136,12 +145,64 @@ def bench_case(name: str, path: Path, repeat: int) -> dict:
             "seconds": timings, "mb_per_s": {k: size / v / 1e6 for k, v in timings.items()}}
 
 
+def candidates(config: Path, folder: Path) -> dict:
+    """The calls --instructions counts, by name."""
+    from slo.convert import convert
+    text = config.read_text()
+    converted = folder / (config.stem + ".toml")
+    convert([str(config)], str(converted))
+    toml_text = converted.read_text()
+    plain_text = toml_twin(slo.loads(text, path=config))
+    assert tomllib.loads(toml_text) and tomllib.loads(plain_text)
+    return {"slo.loads": lambda: slo.loads(text, path=config), "tomllib.loads (slo convert's TOML)": lambda: tomllib.loads(
+        toml_text), "tomllib.loads (plain TOML twin)": lambda: tomllib.loads(plain_text)}
+
+
+def run_calls(config: Path, name: str, calls: int) -> None:
+    """What one callgrind run measures: calls of one candidate, after one call that warms it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fn = candidates(config, Path(tmp))[name]
+        fn()
+        for _ in range(calls):
+            fn()
+
+
+def count_instructions(config: Path, calls: int = 2000) -> dict:
+    """Instructions per call of each candidate, counted by callgrind."""
+    def collected(name: str, n: int) -> int:
+        command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
+                   "--config", str(config), "--calls", name, str(n)]
+        run = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+        found = re.search(r"Collected : (\d+)", run.stderr)
+        if run.returncode or not found:
+            sys.exit(f"callgrind failed on {name}: {run.stderr[-2000:]}")
+        return int(found.group(1))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        names = list(candidates(config, Path(tmp)))
+    return {name: (collected(name, calls) - collected(name, 0)) // calls for name in names}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--large-lines", type=int, default=5000)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_parse.json"))
+    parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind instead")
+    parser.add_argument("--config", default=str(ROOT / "configs" / "standard.config"), help="--instructions' config")
+    parser.add_argument("--calls", nargs=2, metavar=("NAME", "N"), help=argparse.SUPPRESS)  # one callgrind run
     args = parser.parse_args(argv)
+    if args.calls:
+        run_calls(Path(args.config), args.calls[0], int(args.calls[1]))
+        return 0
+    if args.instructions:
+        counts = count_instructions(Path(args.config))
+        for name, count in counts.items():
+            print(f"{name:40} {count:>10,} instructions")
+        slo_count = counts.pop("slo.loads")
+        for name, count in counts.items():
+            print(f"slo.loads vs {name}: {count / slo_count:.1f}x fewer")
+        return 0
 
     cases = [(p.name, p) for p in sorted((ROOT / "configs").glob("*.config"))]
     with tempfile.TemporaryDirectory() as tmp:

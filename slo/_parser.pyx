@@ -12,13 +12,14 @@ objects (equal to the text, so results are the twin's): no new string to
 make, and every later dict lookup of them is a pointer comparison.
 """
 
+from cpython.dict cimport PyDict_SetDefault, PyDict_SetItem
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stddef cimport wchar_t
 from libc.string cimport memchr
 
 from .lexicon import ESCAPES, FROM_WITHOUT_PATH, HASH_STARTS_VALUE, INVALID_KEY, MISSING_VALUE, NO_DIRECTIVE, NO_EQUALS, NOT_A_DIRECTIVE, QUOTE_IN_WORD, QUOTED_KEY, SPACE_AFTER_QUOTE, SPACE_AROUND_EQUALS, STRAY_EQUALS, UNKNOWN_ESCAPE, UNTERMINATED_DOUBLE, UNTERMINATED_SINGLE
-from .schema import DEFAULTS, DIRECTIVES, FAST_BOOL, FAST_CHOICE, FAST_FLOAT, FAST_INT, FAST_NONEMPTY, FAST_PATTERN, FAST_STR, FAST_TABLE, KEY_SECTION, KEYED_DIRECTIVES, KEYS
+from .schema import DEFAULTS, DIRECTIVES, FAST_BOOL, FAST_CHOICE, FAST_FLOAT, FAST_INT, FAST_NONEMPTY, FAST_PATTERN, FAST_STR, FAST_TABLE, KEY_SECTION, KEYED_DIRECTIVES, KEYS, RULES
 from .statements import BARE, DOUBLE, ENTRY_ITEM, KEY, QUOTE, SINGLE, VALUE
 
 # The fields and codes of slo.statements and slo.schema this module reads, as C constants
@@ -538,40 +539,73 @@ cdef frozenset _NONE_WORDS = frozenset(("None", "none", "null"))
 cdef object _NOT_TYPED = object()
 
 
-# The schema's typing specs by the address of the schema's key str, which read gives
-# every known key: found without hashing the key or a dict lookup.
+# The schema's typing specs, sections, and the bits of the cross-field rules that read each key
+# (bit i: slo.schema.RULES[i]), by the address of the schema's key str, which read gives every known key:
+# found without hashing the key or a dict lookup.
 cdef struct _Spec:
     PyObject* key
-    PyObject* spec
+    int code  # the FAST_TABLE tuple's fields, as C values
+    bint optional
+    bint has_low, low_open, has_high, high_open
+    double low, high
+    PyObject* check  # the choices' frozenset, or the pattern's fullmatch
+    PyObject* matched  # a pattern's verdicts (text -> bool) remembered, a dict in _MATCHED
+    PyObject* section  # the directive the key lives under
+    unsigned long long rules
 
 cdef _Spec _SPECS[_SLOTS]
 cdef dict _DEFAULTS = DEFAULTS
 cdef dict _FAST_TABLE = FAST_TABLE
+cdef dict _CANONICAL = {key: key for key in FAST_TABLE}  # the schema's own str of each key
+cdef dict _MATCHED = {key: {} for key, spec in FAST_TABLE.items() if spec[0] == FAST_PATTERN}
+cdef Py_ssize_t _MAX_MATCHED = 256  # a pattern's memo forgets past this many texts
 
 
 cdef inline unsigned int _address_slot(PyObject* key) noexcept:
     return <unsigned int> ((<size_t> key) >> 4) & (_SLOTS - 1)
 
 
-cdef void _add_spec(str key, tuple spec) noexcept:
+cdef void _add_spec(str key, tuple spec, str section, unsigned long long rules) except *:
     cdef unsigned int slot = _address_slot(<PyObject*> key)
     while _SPECS[slot].key != NULL:
         slot = (slot + 1) & (_SLOTS - 1)
     _SPECS[slot].key = <PyObject*> key
-    _SPECS[slot].spec = <PyObject*> spec  # FAST_TABLE keeps it alive
+    _SPECS[slot].code = spec[0]
+    _SPECS[slot].optional = spec[1]
+    _SPECS[slot].has_low = spec[2] is not None
+    _SPECS[slot].low = spec[2] if spec[2] is not None else 0.0
+    _SPECS[slot].low_open = spec[3]
+    _SPECS[slot].has_high = spec[4] is not None
+    _SPECS[slot].high = spec[4] if spec[4] is not None else 0.0
+    _SPECS[slot].high_open = spec[5]
+    _SPECS[slot].check = <PyObject*> spec[6]  # FAST_TABLE keeps it alive
+    matched = _MATCHED.get(key)
+    _SPECS[slot].matched = <PyObject*> matched  # _MATCHED keeps it alive
+    _SPECS[slot].section = <PyObject*> section  # and KEY_SECTION this
+    _SPECS[slot].rules = rules
 
 
-cdef tuple _spec_of(key):
+cdef _Spec* _slot_of(key):
+    """key's entry, or NULL for a name that is no key."""
     cdef unsigned int slot = _address_slot(<PyObject*> key)
     while _SPECS[slot].key != NULL:
         if _SPECS[slot].key == <PyObject*> key:
-            return <tuple> _SPECS[slot].spec
+            return &_SPECS[slot]
         slot = (slot + 1) & (_SLOTS - 1)
-    return <tuple> _FAST_TABLE[key]  # an equal key from another reader
+    canonical = _CANONICAL.get(key)  # an equal key from another reader
+    return NULL if canonical is None or canonical is key else _slot_of(canonical)
 
 
+cdef _Spec* _spec_of(key) except NULL:
+    cdef _Spec* found = _slot_of(key)
+    if found == NULL:
+        raise KeyError(key)
+    return found
+
+
+assert len(RULES) <= 64
 for _key, _spec in FAST_TABLE.items():  # the same str objects as KEYS', which _known_key gives
-    _add_spec(_key, _spec)
+    _add_spec(_key, _spec, _KEY_SECTION[_key], sum(1 << i for i, (keys, _) in enumerate(RULES) if _key in keys))
 
 
 def type_values(dict entries):
@@ -580,7 +614,12 @@ def type_values(dict entries):
     cdef tuple item
     cdef str text
     cdef Py_ssize_t n
+    cdef unsigned long long rules = 0
+    cdef _Spec* found
     for key, entry in entries.items():
+        found = _slot_of(key)
+        if found != NULL:
+            rules |= found.rules
         item = <tuple> (<tuple> entry)[_ENTRY_ITEM]
         raw = item[_VALUE]
         if type(raw) is not str:
@@ -595,11 +634,13 @@ def type_values(dict entries):
                     refs = []
                 refs.append(key)
             continue
-        value = _type_text(text, _spec_of(key))
+        if found == NULL:
+            raise KeyError(key)
+        value = _type_text(text, found)
         if value is _NOT_TYPED:
             rest.append(key)
         else:
-            final[key] = value
+            PyDict_SetItem(final, key, value)
     if refs is not None:
         for key in refs:
             text = <str> (<tuple> (<tuple> entries[key])[_ENTRY_ITEM])[_VALUE]
@@ -608,19 +649,19 @@ def type_values(dict entries):
                 continue
             value = _type_value(final[ref], _spec_of(key))
             if value is not _NOT_TYPED:
-                final[key] = value
+                PyDict_SetItem(final, key, value)
                 rest.remove(key)
-    return final, rest
+    return final, rest, rules
 
 
-cdef object _type_text(str raw, tuple spec):
+cdef object _type_text(str raw, const _Spec* spec):
     cdef Py_ssize_t i, n = len(raw)
     cdef Py_UCS4 c
     cdef long long whole = 0
     cdef double f
-    if spec[1] and raw in _NONE_WORDS:
+    if spec.optional and raw in _NONE_WORDS:
         return None
-    cdef int code = spec[0]
+    cdef int code = spec.code
     if code == _FAST_INT:
         if n == 0 or n > 18:
             return _NOT_TYPED
@@ -646,20 +687,32 @@ cdef object _type_text(str raw, tuple spec):
     return _type_str(raw, spec)
 
 
-cdef object _type_str(str raw, tuple spec):
-    cdef int code = spec[0]
-    if (code == _FAST_STR or (code == _FAST_CHOICE and raw in <frozenset> spec[6]) or (code == _FAST_NONEMPTY and len(raw) > 0)
-            or (code == _FAST_PATTERN and spec[6](raw) is not None)):
+cdef object _type_str(str raw, const _Spec* spec):
+    cdef int code = spec.code
+    if (code == _FAST_STR or (code == _FAST_CHOICE and raw in <frozenset> spec.check)
+            or (code == _FAST_NONEMPTY and len(raw) > 0) or (code == _FAST_PATTERN and _matches(raw, spec))):
         return raw
     return _NOT_TYPED
 
 
-cdef object _type_value(value, tuple spec):
+cdef bint _matches(str raw, const _Spec* spec) except -1:
+    """Whether the pattern matches raw, remembered (a regular expression costs more than a lookup)."""
+    cdef dict matched = <dict> spec.matched
+    verdict = matched.get(raw)
+    if verdict is None:
+        verdict = (<object> spec.check)(raw) is not None
+        if len(matched) >= _MAX_MATCHED:
+            matched.clear()
+        matched[raw] = verdict
+    return verdict is True
+
+
+cdef object _type_value(value, const _Spec* spec):
     if type(value) is str:
         return _type_text(<str> value, spec)
     if value is None:
-        return None if spec[1] else _NOT_TYPED
-    cdef int code = spec[0]
+        return None if spec.optional else _NOT_TYPED
+    cdef int code = spec.code
     if (code == _FAST_INT and type(value) is int) or (code == _FAST_FLOAT and type(value) is float):
         return value if _in_range(<double> value, spec) else _NOT_TYPED
     if code == _FAST_BOOL and type(value) is bool:
@@ -667,12 +720,10 @@ cdef object _type_value(value, tuple spec):
     return _NOT_TYPED
 
 
-cdef bint _in_range(double value, tuple spec) except -1:
-    low = spec[2]
-    high = spec[4]
-    if low is not None and (value < <double> low or (spec[3] and value == <double> low)):
+cdef inline bint _in_range(double value, const _Spec* spec) noexcept:
+    if spec.has_low and (value < spec.low or (spec.low_open and value == spec.low)):
         return False
-    if high is not None and (value > <double> high or (spec[5] and value == <double> high)):
+    if spec.has_high and (value > spec.high or (spec.high_open and value == spec.high)):
         return False
     return True
 
@@ -695,6 +746,7 @@ cdef class _Index:
 
     cdef void add(self, str directive, Py_ssize_t line, Py_ssize_t col, list items) except *:
         cdef tuple item
+        cdef _Spec* found
         if directive is _FROM:
             if self.others:
                 self.problems.append(("late-from", (directive, line, col, items), None))
@@ -707,7 +759,8 @@ cdef class _Index:
                 self.keep(self.env_entries, self.env, item, directive, line, col, items)
         elif directive in _SECTIONS:
             for item in items:
-                section = _KEY_SECTION.get(item[_KEY])
+                found = _slot_of(item[_KEY])
+                section = None if found == NULL else <object> found.section
                 if section is not directive and section != directive:
                     self.problems.append(("key", (directive, line, col, items), item))
                 else:
@@ -719,10 +772,11 @@ cdef class _Index:
                    list items) except *:
         """Keeps item, its provenance entry over the one it overrides; a name set again is a "twice" problem."""
         key = item[_KEY]
-        below = entries.get(key)
-        if below is not None:
+        entry = _untracked((item, self.path, None))
+        below = <object> PyDict_SetDefault(entries, key, entry)  # one lookup where the name is new
+        if below is not entry:
             self.problems.append(("twice", (directive, line, col, items), item))
-        entries[key] = _untracked((item, self.path, below))
+            entries[key] = _untracked((item, self.path, below))
         kept.append(item)
 
 

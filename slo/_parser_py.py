@@ -22,8 +22,8 @@ Columns are 1-based and count characters; ``end_col`` is one past the end.
 from .lexicon import (ESCAPES, FROM_WITHOUT_PATH, HASH_STARTS_VALUE, INVALID_KEY, MISSING_VALUE, NO_DIRECTIVE,
                       NO_EQUALS, NOT_A_DIRECTIVE, QUOTE_IN_WORD, QUOTED_KEY, SPACE_AFTER_QUOTE, SPACE_AROUND_EQUALS,
                       STRAY_EQUALS, UNKNOWN_ESCAPE, UNTERMINATED_DOUBLE, UNTERMINATED_SINGLE)
-from .schema import (DEFAULTS, FAST_BOOL, FAST_CHOICE, FAST_FLOAT, FAST_INT, FAST_NONEMPTY, FAST_PATTERN, FAST_STR,
-                     FAST_TABLE, KEY_SECTION, KEYED_DIRECTIVES)
+from .schema import (DEFAULTS, FAST_BOOL, FAST_CHOICE, FAST_FLOAT, FAST_INT, FAST_NONEMPTY, FAST_PATTERN, FAST_STR, FAST_TABLE,
+                     KEY_SECTION, KEYED_DIRECTIVES, RULES)
 from .statements import BARE, DOUBLE, ENTRY_ITEM, KEY, QUOTE, SINGLE, VALUE, is_interpolated
 
 BLANKS = " \t\r\f\v"
@@ -300,25 +300,30 @@ _BOOL_WORDS = {"True": True, "False": False, "true": True, "false": False}
 _NONE_WORDS = frozenset(("None", "none", "null"))
 _SECTIONS = frozenset(KEYED_DIRECTIVES)
 _NOT_TYPED = object()
+# key -> the bits of the cross-field rules that read it (bit i: slo.schema.RULES[i])
+RULE_BITS = {key: sum(1 << i for i, (keys, _) in enumerate(RULES) if key in keys) for key in FAST_TABLE}
 
 
 def type_values(entries):
     """The final values of every key, as far as plain rules can type them.
 
     entries maps key -> (item, path, overridden), the rules are the schema's
-    FAST_TABLE. Returns (final, rest): final is the schema's DEFAULTS with
-    each typed value written over its key's; rest lists the keys left, in
-    order, to the schema's own converters and the resolver (final still holds
-    their defaults): interpolations, values that are not plain (TOML values,
-    '1e6' for an int, '1_000', ...) and values out of range, whose converter
-    then explains the error. A value that is one ``${key}`` and nothing else
-    takes that key's final value when that is typed here (or is the default)
-    and of the right type already.
+    FAST_TABLE. Returns (final, rest, rules): final is the schema's DEFAULTS
+    with each typed value written over its key's; rest lists the keys left,
+    in order, to the schema's own converters and the resolver (final still
+    holds their defaults): interpolations, values that are not plain (TOML
+    values, '1e6' for an int, '1_000', ...) and values out of range, whose
+    converter then explains the error; rules has bit i set when RULES[i]
+    reads a key of entries, so the resolver checks only those. A value that
+    is one ``${key}`` and nothing else takes that key's final value when that
+    is typed here (or is the default) and of the right type already.
     """
     final = DEFAULTS.copy()
     rest = []
     refs = []
+    rules = 0
     for key, entry in entries.items():
+        rules |= RULE_BITS.get(key, 0)
         item = entry[ENTRY_ITEM]
         raw = item[VALUE]
         if type(raw) is not str:
@@ -342,7 +347,7 @@ def type_values(entries):
         if value is not _NOT_TYPED:
             final[key] = value
             rest.remove(key)
-    return final, rest
+    return final, rest, rules
 
 
 def _type_text(raw, spec):

@@ -54,15 +54,15 @@ def cli_source(overrides: Iterable[str], sweep: bool = False) -> Source:
             src.error(1, col, col + len(arg), f"Expected --key=value or --SECTION.key=value, found {arg!r}")
         elif sweep and (section.upper() == SWEEP or not dot and is_swept(item)):
             src.add_swept(item, swept)
-        elif not dot:
-            src.add(item, None, seen)
+        elif not dot or section.upper() in SECTION_KEYS:
+            src.add(item, section.upper() if dot else None, seen)
+            if key in swept:  # a value after a sweep of its key wins, as a later override always does
+                src.sweep.remove(swept.pop(key))
         elif section.upper() == "ENV":
             if ENV_NAME.match(key):
                 src.env.append(item)
             else:
                 src.error(1, start, start + len(name), f"Invalid ENV name {key!r}")
-        elif section.upper() in SECTION_KEYS:
-            src.add(item, section.upper(), seen)
         else:
             src.error(1, start, start + len(section),
                       f"Unknown section {section}{suggest(section.upper(), SECTIONS + ('ENV',))}")
@@ -104,26 +104,16 @@ def _merge_into(target: dict, layer: dict) -> None:
         target[key] = entry if below is None else _splice(entry, below)
 
 
-# The rules that read each key. The defaults satisfy every rule, so a rule whose keys all keep
-# their defaults holds: a config is checked by the rules of the keys it sets, not by them all.
-_RULES_OF_KEY: dict[str, list[int]] = {}
-for _i, (_keys, _) in enumerate(RULES):
-    for _key in _keys:
-        _RULES_OF_KEY.setdefault(_key, []).append(_i)
-_RULES_OF_KEYS: dict[tuple, tuple] = {}  # the keys a config sets, in order -> rules_reading's answer
-_MAX_KEY_SETS = 4096  # the memo forgets past this many different sets of keys
+# The defaults satisfy every rule, so a rule whose keys all keep their defaults holds: a config is
+# checked by the rules that read a key it sets (type_values's bits), not by them all.
+_RULES_OF_BITS: dict[int, tuple] = {}  # at most one entry per subset of RULES
 
 
-def rules_reading(keys) -> tuple:
-    """The (keys, check) rules that read any of keys, in RULES' order, remembered per set of keys."""
-    keys = tuple(keys)
-    rules = _RULES_OF_KEYS.get(keys)
+def rules_of(bits: int) -> tuple:
+    """The (keys, check) rules of RULES whose bit (1 << index) is set in bits, in order, remembered."""
+    rules = _RULES_OF_BITS.get(bits)
     if rules is None:
-        picked = sorted({i for key in keys for i in _RULES_OF_KEY.get(key, ())})
-        rules = tuple(RULES[i] for i in picked)
-        if len(_RULES_OF_KEYS) >= _MAX_KEY_SETS:
-            _RULES_OF_KEYS.clear()
-        _RULES_OF_KEYS[keys] = rules
+        rules = _RULES_OF_BITS[bits] = tuple(rule for i, rule in enumerate(RULES) if bits >> i & 1)
     return rules
 
 
@@ -254,7 +244,8 @@ class _Resolver:
         if sweeps:
             return self._sweep_config(values, env, sweeps)
         config = self._config(values, env)
-        self._raise()
+        if self.errors:
+            self._raise()
         return config
 
     def _raise(self) -> None:
@@ -269,16 +260,17 @@ class _Resolver:
         self.entries, self.trial_failed = values, False
         # Plain values (and plain ${key} references) are typed in one fast pass;
         # the rest (interpolation, unusual spellings, errors) one by one.
-        final, rest = type_values(values)
+        final, rest, rules = type_values(values)
         env_final: dict[str, Any] = {}
         if rest or env:
             env_final = Interpolation(final, values, env, self.environ, self._error_at).run(rest)
         if env and not self.trust_env:
             self._check_code_env(env)
-        failed = {k for k in rest if final[k] is FAILED} if len(self.errors) > errors_before else ()
-        for keys, check in rules_reading(values):
-            if failed and not failed.isdisjoint(keys) or swept and not swept.isdisjoint(keys):
-                continue
+        checks = _RULES_OF_BITS.get(rules) or rules_of(rules)  # the memo read inline: a call costs more
+        if len(self.errors) > errors_before or swept:  # the rules of a key that failed or is swept: not here
+            skip = swept.union(k for k in rest if final[k] is FAILED)
+            checks = [(keys, check) for keys, check in checks if skip.isdisjoint(keys)]
+        for keys, check in checks:
             message = check(final)
             if message:
                 self._rule_error(keys, message)

@@ -68,7 +68,8 @@ class Source:
         if problem is None and key == "out_dir":
             problem = "out_dir is the sweep's folder (each trial runs in a folder under it), so it is not swept"
         if problem is None and first is not None:
-            problem = f"{key} is swept twice in this file (first at {self.path}:{first[LINE]}:{first[KEY_COL]})"
+            where = "on the command line" if self.path == CLI_PATH else "in this file"
+            problem = f"{key} is swept twice {where} (first at {self.path}:{first[LINE]}:{first[KEY_COL]})"
         if problem is not None:
             self.error(item[LINE], item[KEY_COL], item[VALUE_COL] - 1, problem)
             return

@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from test_hf import SHAPES, export, save_run  # noqa: E402
 
 from slo import cli  # noqa: E402
+from slo.errors import RunError  # noqa: E402
 from slo.runner.data.text_tokenizers import ByteTokenizer, Tokenizer  # noqa: E402
 
 lm_eval = pytest.importorskip("lm_eval")
@@ -87,8 +88,8 @@ def manager(tasks):
 
 def bpe_meta() -> dict:
     """A byte-level BPE of 300 tokens trained here on TEXT, as slo prepare --tokenizer bpe:300 makes it."""
-    from slo.runner.prepare.bpe import train_bpe
-    from slo.runner.prepare.encode import TokenizerPlan
+    from slo.runner.prepare.prepare_command.bpe import train_bpe
+    from slo.runner.prepare.prepare_command.encode import TokenizerPlan
 
     plan = TokenizerPlan("hf", "bpe:300", train_vocab=300)
     train_bpe(plan, TEXT.split("\n\n"), 60)
@@ -114,7 +115,7 @@ def train(model, meta: dict, steps: int = 80):
 
 def trained_run(folder: Path, meta: dict, shape: str):
     """A run folder whose ckpt.pt holds a model of shape trained on TEXT; returns the model."""
-    from slo.runner.checkpoint.store import load_checkpoint, save_checkpoint
+    from slo.runner.checkpoint.store.store import load_checkpoint, save_checkpoint
 
     model = train(save_run(folder, meta, vocab_size=meta["vocab_size"], **SHAPES[shape][0]), meta)
     save_checkpoint(folder / "ckpt.pt", {**load_checkpoint(folder), "model": model.state_dict()})
@@ -141,7 +142,7 @@ def evaluate(model, model_args, manager, **options):
 
 
 def slo_evaluate(folder: Path, manager, batch_size: int = 4):
-    from slo.runner.checkpoint.store import load_checkpoint, model_from_checkpoint
+    from slo.runner.checkpoint.store.store import load_checkpoint, model_from_checkpoint
     from slo.runner.sample import tokenizer_for
 
     ckpt = load_checkpoint(folder)
@@ -314,13 +315,14 @@ def byte_run(tmp_path_factory) -> Path:
 def test_the_command_prints_the_harness_table_and_writes_json(byte_run, tasks, tmp_path, capsys):
     out = tmp_path / "results.json"
     assert slo_eval(byte_run, "--tasks", "slo_mc,slo_gen", "--include_path", tasks, "--batch_size", "2",
-                    "--device", "cpu", "--limit", "3", "--json", out) == 0
+                    "--device", "cpu", "--limit", "3", "--num_fewshot", "1", "--json", out) == 0
     printed = capsys.readouterr().out
     assert "|  Tasks  |" in printed or "|Tasks" in printed.replace(" ", "")
     assert "slo_mc" in printed and "acc_norm" in printed and "exact_match" in printed
     data = json.loads(out.read_text())
     assert set(data["results"]) == {"slo_mc", "slo_gen"}
     assert data["n-samples"]["slo_mc"]["effective"] == 3
+    assert data["n-shot"] == {"slo_mc": 1, "slo_gen": 1}
     assert "samples" not in data
     assert 0 <= data["results"]["slo_mc"]["acc,none"] <= 1
 
@@ -361,3 +363,59 @@ def test_without_lm_eval_the_command_says_how_to_install_it(byte_run, tmp_path):
 def test_options_out_of_range_are_usage_errors(byte_run, flags, said, capsys):
     assert slo_eval(byte_run, "--tasks", "slo_mc", *flags) == 2
     assert said in capsys.readouterr().err
+
+
+def test_a_continuation_longer_than_block_size_is_one_line():
+    model, tokenizer = trained()
+    with pytest.raises(RunError, match="a continuation of 40 tokens is longer than the model's block_size=32"):
+        SloLM(model, tokenizer)._loglikelihood_tokens([(None, [1], list(range(40)))])
+
+
+def test_an_ignored_generation_option_is_warned_of_once(caplog):
+    model, tokenizer = trained()
+    lm = SloLM(model, tokenizer)
+    lm.generate_until(requests("generate_until", [("a", {"max_gen_toks": 2, "top_p": 0.9})] * 3))
+    assert [r.getMessage() for r in caplog.records] == ["slo eval ignores the generation options top_p"]
+
+
+def test_a_missing_local_data_file_is_one_line(byte_run, tmp_path, capsys):
+    (tmp_path / "gone.yaml").write_text(TASKS_YAML_GONE.format(path=tmp_path / "gone.jsonl"))
+    assert slo_eval(byte_run, "--tasks", "slo_gone", "--include_path", tmp_path, "--device", "cpu") == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "a dataset of the tasks is missing" in err[0] and "gone.jsonl" in err[0]
+
+
+TASKS_YAML_GONE = ("task: slo_gone\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {path}\n"
+                   "test_split: test\noutput_type: loglikelihood\ndoc_to_text: '{{{{a}}}}'\ndoc_to_target: '{{{{b}}}}'\n")
+
+
+def test_a_model_in_training_is_scored_in_eval_mode_and_left_training():
+    """The trainer's model between steps: dropout off while scored, its mode as it was after."""
+    from slo.runner.model.gpt import GPT, ModelArgs
+
+    model, tokenizer = trained()
+    dropped = GPT(ModelArgs(**{**model.args.to_dict(), "dropout": 0.5}))
+    dropped.load_state_dict(model.state_dict())
+    lm = SloLM(dropped.train(), tokenizer)
+    pairs = requests("loglikelihood", [("def f(x):", " return x")])
+    assert lm.loglikelihood(pairs) == SloLM(model, tokenizer).loglikelihood(pairs)
+    lm.generate_until(requests("generate_until", [("def", {"max_gen_toks": 2})]))
+    assert dropped.training
+
+
+@pytest.mark.parametrize("vocab, eot", [(8, 5), (5, None)])
+def test_a_character_tokenizers_end_of_text_is_the_id_past_its_alphabet(vocab, eot):
+    from slo.runner.model.gpt import GPT, ModelArgs
+
+    meta = {"tokenizer": "char", "vocab_size": 5, "itos": ["a", "b", " ", "c", "é"]}
+    model = GPT(ModelArgs(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=vocab))
+    if eot is None:  # the alphabet fills vocab_size and has no newline: no end of text
+        with pytest.raises(RunError, match="has no end-of-text token"):
+            SloLM(model, Tokenizer.from_meta(meta))
+    else:
+        assert SloLM(model, Tokenizer.from_meta(meta)).eot_token_id == eot
+
+
+def test_a_missing_checkpoint_is_one_line(tmp_path, capsys):
+    assert slo_eval(tmp_path / "nothing", "--tasks", "slo_mc") == 1
+    assert capsys.readouterr().err.startswith(f"error: no checkpoint at {tmp_path / 'nothing'}")

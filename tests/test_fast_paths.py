@@ -25,7 +25,7 @@ def as_entries(d):
 
 def type_values(d):
     """type_values's typed keys, and its rest; the other keys keep their defaults."""
-    final, rest = _parser_py.type_values(as_entries(d))
+    final, rest, _ = _parser_py.type_values(as_entries(d))
     assert final.keys() == DEFAULTS.keys()
     assert all(final[k] == DEFAULTS[k] for k in DEFAULTS if k not in d or k in rest)
     return {k: final[k] for k in d if k not in rest}, rest
@@ -85,7 +85,7 @@ def test_a_load_runs_only_the_rules_of_the_keys_it_sets(monkeypatch):
     ran = []
     counted = tuple((keys, lambda v, keys=keys, check=check: ran.append(keys) or check(v)) for keys, check in RULES)
     monkeypatch.setattr(resolve, "RULES", counted)
-    monkeypatch.setattr(resolve, "_RULES_OF_KEYS", {})
+    monkeypatch.setattr(resolve, "_RULES_OF_BITS", {})
     text = "MODEL n_layer=2\nDATA batch_size=4\nTRAIN max_iters=10\n"
     assert loads(text)["max_iters"] == 10
     assert ran == [("stop_iter", "max_iters")]
@@ -95,12 +95,13 @@ def test_a_load_runs_only_the_rules_of_the_keys_it_sets(monkeypatch):
     assert ran == [keys for keys, _ in RULES if {"stop_iter", "n_embd"} & set(keys)]
 
 
-def test_the_rules_of_a_set_of_keys_are_remembered_and_forgotten_past_the_limit(monkeypatch):
-    monkeypatch.setattr(resolve, "_RULES_OF_KEYS", {})
-    monkeypatch.setattr(resolve, "_MAX_KEY_SETS", 2)
-    first = resolve.rules_reading(["n_head"])
-    assert resolve.rules_reading(("n_head",)) is first
+@pytest.mark.parametrize("twin", [_parser_py, pytest.param(_parser_c, marks=needs_c)], ids=["py", "c"])
+def test_type_values_names_the_rules_that_read_a_key_set(twin, monkeypatch):
+    monkeypatch.setattr(resolve, "_RULES_OF_BITS", {})
+    entries = as_entries({"n_head": ("4", 0), "n_layer": ("2", 0)})
+    first = resolve.rules_of(twin.type_values(entries)[2])
+    assert resolve.rules_of(twin.type_values(entries)[2]) is first  # remembered
     assert [keys for keys, _ in first] == [keys for keys, _ in RULES if "n_head" in keys]
-    assert resolve.rules_reading(["n_layer"]) == ()  # no rule reads n_layer
-    resolve.rules_reading(["device"])
-    assert len(resolve._RULES_OF_KEYS) == 1
+    assert twin.type_values(as_entries({"n_layer": ("2", 0)}))[2] == 0  # no rule reads n_layer
+    toml_entries = {"".join(k): v for k, v in entries.items()}  # equal keys, not the schema's own strings
+    assert twin.type_values(toml_entries)[2] == twin.type_values(entries)[2]

@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
+import operator
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +24,9 @@ from hypothesis import strategies as st
 
 import slo.lexer
 from slo import ConfigError, dumps, load, loads
+from slo._parser_py import RULE_BITS
 from slo.errors import Diagnostic
-from slo.resolve import MAX_DEPTH, rules_reading
+from slo.resolve import MAX_DEPTH, rules_of
 from slo.schema import DEFAULTS, KEYS, RULES, code_env
 
 # ---- text that looks like the language, and text that does not -------------------
@@ -105,7 +108,8 @@ def test_fast_typing_agrees_with_the_schema(entries):
         twins.append(importlib.import_module("slo._parser"))
     results = []
     for twin in twins:
-        final, rest = twin.type_values(entries)
+        final, rest, rules = twin.type_values(entries)
+        assert rules == functools.reduce(operator.or_, (RULE_BITS[k] for k in entries), 0)
         assert set(rest) <= set(entries) and final.keys() == DEFAULTS.keys()
         assert _typed({k: final[k] for k in DEFAULTS if k not in entries or k in rest}) == _typed(
             {k: DEFAULTS[k] for k in DEFAULTS if k not in entries or k in rest})
@@ -147,7 +151,7 @@ def test_fast_typing_never_changes_a_load(text):
 
     fast = load()
     real = resolve.type_values
-    resolve.type_values = lambda entries: (dict(DEFAULTS), list(entries))  # every key to the converters
+    resolve.type_values = lambda entries: (dict(DEFAULTS), list(entries), -1)  # every key to the converters, every rule
     try:
         assert load() == fast
     finally:
@@ -525,8 +529,9 @@ def test_the_defaults_satisfy_every_rule():
 
 @given(st.sets(st.sampled_from(sorted(KEYS))).flatmap(lambda keys: st.fixed_dictionaries({k: _value(k) for k in keys})))
 def test_the_rules_of_the_keys_set_find_what_every_rule_finds(values):
-    """A load checks only the rules that read a key it sets (slo.resolve.rules_reading): the same problems."""
+    """A load checks only the rules that read a key it sets (type_values's bits, slo.resolve.rules_of): the same
+    problems."""
     final = {**DEFAULTS, **values}
     every = [check(final) for _, check in RULES]
-    picked = [check(final) for _, check in rules_reading(values)]
+    picked = [check(final) for _, check in rules_of(functools.reduce(operator.or_, (RULE_BITS[k] for k in values), 0))]
     assert [m for m in picked if m] == [m for m in every if m]

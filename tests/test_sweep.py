@@ -234,9 +234,17 @@ def test_a_sweep_killed_midway_resumes_to_the_same_metrics_and_reruns_nothing(st
     out = tmp_path / "ref"
     second = out / "learning_rate=0.01"
     # the first trial finished, the second has a checkpoint and runs on
-    proc = sweep_until(config, lambda: (second / "ckpt.pt").exists() and holder(second))
+    held = []  # the second trial's lock holder, read once: the lock can change between two reads
+
+    def second_runs_with_a_checkpoint():
+        running = (second / "ckpt.pt").exists() and holder(second)
+        if running:
+            held.append(running)
+        return bool(running)
+
+    proc = sweep_until(config, second_runs_with_a_checkpoint)
     try:
-        trial = holder(second)["pid"]
+        trial = held[0]["pid"]
         os.kill(proc.pid, signal.SIGKILL)
         os.kill(trial, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -291,7 +299,7 @@ def test_sweep_refuses_bad_input_before_running_anything(tmp_path):
     assert r.returncode == 2 and "learning_rate=x is not a float" in r.stderr
     assert not (tmp_path / "bad").exists()
     good = sweep_config(tmp_path, "good")
-    r = subprocess.run([sys.executable, "-m", "slo.runner", str(good)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "slo.runner", str(good)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "run them with slo sweep" in r.stderr and not (tmp_path / "good").exists()
 
 

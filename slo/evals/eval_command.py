@@ -45,11 +45,12 @@ def run(ns, rest) -> int:
         raise RunError(f"slo eval needs lm-evaluation-harness: {INSTALL}") from None
     names = check_options(ns)
     quiet_harness()
+    lm = load_lm(ns)  # first: a wrong checkpoint is said before the harness indexes its tasks
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(include_path=ns.include_path)
     check_task_names(names, manager.all_tasks, ns.include_path)
-    results = evaluate(ns, names, manager)
+    results = evaluate(lm, ns, names, manager)
     if results is None:
         raise RunError("lm-evaluation-harness returned no results")
     from lm_eval.utils import make_table
@@ -101,15 +102,12 @@ def check_task_names(names: list[str], known: list[str], include_path: str | Non
                      + ("" if include_path else f"; a task of your own needs {own_task}"))
 
 
-def evaluate(ns, names: list[str], manager) -> dict | None:
-    """The checkpoint loaded into SloLM and the harness's simple_evaluate run on it."""
-    import torch
-    from lm_eval import simple_evaluate
-
+def load_lm(ns):
+    """SloLM over the checkpoint ns.run names, loaded as slo sample loads it."""
     from ..runner.checkpoint.store import load_checkpoint, model_from_checkpoint
     from ..runner.device import pick_device, pick_dtype
     from ..runner.sample import tokenizer_for
-    from .lm import SloLM
+    from .lm import SloLM, end_of_text_id
 
     device = pick_device(ns.device)
     dtype = pick_dtype(ns.dtype, device)
@@ -119,20 +117,22 @@ def evaluate(ns, names: list[str], manager) -> dict | None:
     meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else None
     model = model_from_checkpoint(ckpt, device)
     del ckpt  # the weights now live in the model
-    lm = SloLM(model, tokenizer, device=device, batch_size=ns.batch_size, dtype=dtype, eot_id=eot_of(meta, model))
+    eot = end_of_text_id(tokenizer, model.args.vocab_size, meta)  # a trained BPE's from its meta
+    return SloLM(model, tokenizer, device=device, batch_size=ns.batch_size, dtype=dtype, eot_id=eot)
+
+
+def evaluate(lm, ns, names: list[str], manager) -> dict | None:
+    """The harness's simple_evaluate of the tasks on lm; a dataset that cannot be had is one line."""
+    import torch
+    from lm_eval import simple_evaluate
+
     try:
         return simple_evaluate(model=lm, tasks=names, num_fewshot=ns.num_fewshot, limit=ns.limit,
                                task_manager=manager, log_samples=False)
     except (ConnectionError, FileNotFoundError) as e:
         raise RunError(missing_dataset(e)) from None
     except torch.OutOfMemoryError:
-        raise RunError(f"out of memory on {device} with --batch_size {ns.batch_size}: lower it") from None
-
-
-def eot_of(meta: dict | None, model) -> int | None:
-    """The end-of-text id a checkpoint's meta names (a trained BPE's), else None: SloLM finds it."""
-    eot = (meta or {}).get("eot_id")
-    return eot if isinstance(eot, int) and not isinstance(eot, bool) and 0 <= eot < model.args.vocab_size else None
+        raise RunError(f"out of memory on {lm.device} with --batch_size {ns.batch_size}: lower it") from None
 
 
 def missing_dataset(error: BaseException) -> str:

@@ -20,6 +20,7 @@ The end-of-text token is the one ``slo export`` names (see ``end_of_text_id``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import defaultdict
 
@@ -31,7 +32,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from ..errors import RunError
 from ..runner.device import autocast
-from ..runner.hf.export import EOT_TEXT, end_of_text
+from ..runner.hf.mapping.export import EOT_TEXT, end_of_text
 from ..runner.data.text_tokenizers import GPT2_VOCAB_SIZE
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class SloLM(TemplateLM):
         super().__init__()
         if batch_size < 1:
             raise RunError(f"batch_size={batch_size} must be >= 1")
-        self.model = model.eval()
+        self.model = model
         self.slo_tokenizer = tokenizer
         self._device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model.to(self._device)
@@ -76,6 +77,7 @@ class SloLM(TemplateLM):
         self.dtype = dtype
         self.default_max_gen_toks = max_gen_toks
         self._eot = end_of_text_id(tokenizer, model.args.vocab_size) if eot_id is None else eot_id
+        self.ignored: set[str] = set()  # the generation options warned of
 
     @property
     def eot_token_id(self) -> int:
@@ -95,10 +97,21 @@ class SloLM(TemplateLM):
     def tok_decode(self, tokens) -> str:
         return self.slo_tokenizer.decode(tokens)
 
+    @contextlib.contextmanager
+    def evaluating(self):
+        """The model in eval mode (no dropout), put back in the mode it was in after: a model in training
+        is evaluated between steps."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
+
     @torch.no_grad()
     def log_probs(self, idx: torch.Tensor) -> torch.Tensor:
         """log-softmax over the vocabulary (float32) at every position of idx (B, T)."""
-        with autocast(self._device, self.dtype):
+        with self.evaluating(), autocast(self._device, self.dtype):
             logits, _ = self.model(idx.to(self._device))
         return F.log_softmax(logits.float(), dim=-1)
 
@@ -110,6 +123,10 @@ class SloLM(TemplateLM):
         collator = Collator(requests, sort_fn=lambda r: (-len(r[1] + r[2]), tuple(r[1] + r[2])))
         results = []
         for chunk in collator.get_batched(n=self.batch_size):
+            longest = max(len(continuation) for _, _, continuation in chunk)
+            if longest > self.max_length:
+                raise RunError(f"a continuation of {longest} tokens is longer than the model's block_size="
+                               f"{self.max_length}: it cannot be scored in one window")
             inputs = [(context + continuation)[-(self.max_length + 1):][:-1] for _, context, continuation in chunk]
             idx = torch.zeros(len(inputs), max(map(len, inputs)), dtype=torch.long)  # right-padded
             for row, ids in zip(idx, inputs):
@@ -165,9 +182,10 @@ class SloLM(TemplateLM):
     def generation_options(self, gen_kwargs: dict) -> tuple:
         """(stop sequences, max_gen_toks, temperature, top_k) from a request's generation kwargs, read as the
         harness reads them: do_sample false (or absent with no temperature) is greedy."""
-        unknown = sorted(set(gen_kwargs) - GENERATION_KEYS)
+        unknown = set(gen_kwargs) - GENERATION_KEYS - self.ignored
         if unknown:
-            log.warning("slo eval ignores the generation options %s", ", ".join(unknown))
+            log.warning("slo eval ignores the generation options %s", ", ".join(sorted(unknown)))
+            self.ignored |= unknown  # said once
         until = gen_kwargs.get("until") or []
         until = [until] if isinstance(until, str) else list(until)
         max_gen_toks = next((int(gen_kwargs[k]) for k in MAX_TOKEN_KEYS if gen_kwargs.get(k) is not None),
@@ -185,7 +203,7 @@ class SloLM(TemplateLM):
         idx = torch.tensor(contexts, dtype=torch.long, device=self._device)
         new = [[] for _ in contexts]
         done = [False] * len(contexts)
-        with autocast(self._device, self.dtype):
+        with self.evaluating(), autocast(self._device, self.dtype):
             for step in self.model.generate_steps(idx, max_gen_toks, temperature=temperature, top_k=top_k):
                 for row, token in enumerate(step[:, 0].tolist()):
                     if done[row]:
