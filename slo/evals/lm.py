@@ -32,7 +32,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from ..errors import RunError
 from ..runner.device import autocast
-from ..runner.hf.mapping.export import EOT_TEXT, end_of_text
+from ..runner.hf.export import EOT_TEXT, end_of_text
 from ..runner.data.text_tokenizers import GPT2_VOCAB_SIZE
 
 log = logging.getLogger(__name__)
