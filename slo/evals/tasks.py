@@ -108,7 +108,7 @@ class TaskEvaluator:
             raise RunError(f"{KEY}: {missing_dataset(e)}") from None
         except torch.OutOfMemoryError:
             raise RunError(f"{KEY}: out of memory on {self.device} running the tasks {self.batch_size} sequences "
-                           "at a time (the run's batch_size): lower eval_tasks_limit's tasks or batch_size") from None
+                           "at a time (the run's batch_size): lower batch_size") from None
         finally:
             model.train(training)
         return flat_scores(results)
