@@ -56,7 +56,7 @@ def cli_source(overrides: Iterable[str], sweep: bool = False) -> Source:
             src.add_swept(item, swept)
         elif not dot or section.upper() in SECTION_KEYS:
             src.add(item, section.upper() if dot else None, seen)
-            if key in swept:  # a value after a sweep of its key wins, as a later override always does
+            if key in swept and not is_setting(swept[key]):  # a later value wins over a sweep, as always
                 src.sweep.remove(swept.pop(key))
         elif section.upper() == "ENV":
             if ENV_NAME.match(key):

@@ -56,3 +56,11 @@ def test_a_key_swept_twice_on_the_command_line_is_an_error_naming_both(second):
 def test_the_cli_reports_the_winner(slo_cli):
     r = slo_cli("show", BASE, "--n_layer=2", "--n_layer=4")
     assert r.returncode == 0 and "n_layer=4" in r.stdout
+
+
+def test_a_seed_after_the_sweeps_seed_setting_leaves_the_setting():
+    """--SWEEP.seed=N seeds the draws (a setting, not a sweep of seed): a later --seed sets the training seed."""
+    cfg = sweep_load("--SWEEP.seed=1", "--SWEEP.trials=2", "--learning_rate=log(1e-3,1e-2)", "--seed=5")
+    assert cfg["seed"] == 5 and cfg.sweep.definition.settings["seed"] == 1
+    cfg = sweep_load("--SWEEP.seed=1,2", "--seed=5")  # a list sweeps the training seed: the later value wins
+    assert cfg["seed"] == 5 and cfg.sweep is None
