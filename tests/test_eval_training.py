@@ -165,3 +165,44 @@ def test_slo_plot_has_a_panel_per_task_metric(run, tmp_path):
     assert f"{TASK}/acc" in titles and f"{TASK}/acc_norm" in titles
     assert cli.main(["plot", str(run), "-o", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_two_ddp_ranks_score_on_rank_0_while_the_other_waits(tmp_path):
+    import subprocess
+
+    from test_ddp import command, environment
+
+    config = task_config(tmp_path, "ddp")
+    proc = subprocess.run(command(config), env=environment(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert sorted(task_scores(tmp_path / "ddp")) == TASK_ITERS
+    assert proc.stdout.count("tasks 0:") == 1  # rank 0 alone
+
+
+def test_the_harness_s_results_flatten_to_task_metric_numbers():
+    from slo.evals.tasks import flat_scores
+
+    results = {"results": {
+        "hellaswag": {"alias": "hellaswag", "acc,none": 0.25, "acc_stderr,none": 0.01, "acc_norm,none": 0.5,
+                      "acc_norm_stderr,none": "N/A"},
+        "gsm8k": {"exact_match,strict-match": 0.0, "exact_match,flexible-extract": 1, "sample_len": 8,
+                  "flag,none": True},
+    }}
+    assert flat_scores(results) == {"hellaswag/acc": 0.25, "hellaswag/acc_norm": 0.5,
+                                    "gsm8k/exact_match,strict-match": 0.0, "gsm8k/exact_match,flexible-extract": 1.0}
+    assert flat_scores(None) == {} and flat_scores({"results": None}) == {}
+
+
+@pytest.mark.parametrize("value", ['"0.5"', "[0.5]", "{}", "true", str(1 << 70)])
+def test_a_damaged_task_score_makes_the_line_no_record(tmp_path, capsys, value):
+    from slo.outdir.files import as_record
+
+    good = '{"iter": 4, "val_loss": 2.0, "train_loss": 2.1, "tiny_mc/acc": 0.5}'
+    damaged = '{"iter": 8, "val_loss": 1.9, "train_loss": 2.0, "tiny_mc/acc": %s}' % value
+    assert as_record(good) is not None and as_record(damaged) is None
+    assert as_record(damaged.replace(value, "null")) is not None  # a score that was not finite
+    out = tmp_path / "damaged"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text(good + "\n" + damaged + "\n")
+    assert cli.main(["runs", str(tmp_path)]) == 0
+    assert "tiny_mc/acc 0.5000" in capsys.readouterr().out  # the damaged line skipped, the good one shown
