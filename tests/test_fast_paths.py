@@ -13,7 +13,7 @@ from slo.schema import DEFAULTS, KEYS, RULES
 
 try:
     from slo import _parser as _parser_c
-except ImportError:  # test_tokenizer insists on the extension where it is expected
+except ImportError:  # test_lexer insists on the extension where it is expected
     _parser_c = None
 
 needs_c = pytest.mark.skipif(_parser_c is None, reason="extension not built")

@@ -10,7 +10,7 @@ from slo.schema import CONVERT
 
 try:
     from slo import _parser as _parser_c
-except ImportError:  # test_tokenizer insists on the extension where it is expected
+except ImportError:  # test_lexer insists on the extension where it is expected
     _parser_c = None
 
 
