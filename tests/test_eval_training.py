@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 os.environ["HF_DATASETS_OFFLINE"] = os.environ["HF_HUB_OFFLINE"] = "1"  # before datasets reads them
 
@@ -128,6 +130,11 @@ def test_an_unknown_task_fails_before_the_first_step_naming_the_closest(tmp_path
     assert not (tmp_path / "unknown" / "metrics.jsonl").exists()
 
 
+def test_eval_only_evaluates_the_losses_alone(tmp_path, capsys):
+    assert train(task_config(tmp_path, "only", tasks="no_such_task"), "--eval_only=True") == 0
+    assert "eval 0:" in capsys.readouterr().out
+
+
 def test_a_task_folder_that_is_not_one_is_a_config_error(tmp_path, capsys):
     config = task_config(tmp_path, "nofolder", extra=f"LOGGING eval_tasks_path='{tmp_path / 'none'}'\n")
     assert train(config) == 2
@@ -144,8 +151,18 @@ def test_the_rules(tmp_path, capsys, extra, expected):
     assert expected in capsys.readouterr().err
 
 
-def test_an_interval_that_is_a_multiple_is_fine(tmp_path):
-    assert cli.main(["check", str(tiny_config(tmp_path, extra="LOGGING eval_tasks=a eval_tasks_interval=8\n"))]) == 0
+@settings(max_examples=60, deadline=None)
+@given(every=st.integers(1, 10_000), n=st.integers(1, 10**6))
+def test_eval_tasks_interval_is_fine_exactly_when_a_multiple_of_eval_interval(every, n):
+    from slo import loads
+    from slo.errors import ConfigError
+
+    text = f"LOGGING eval_interval={every} eval_tasks=a eval_tasks_interval={n}\n"
+    if n % every == 0:
+        assert loads(text).logging.eval_tasks_interval == n
+    else:
+        with pytest.raises(ConfigError, match=f"eval_tasks_interval={n} is not a multiple of eval_interval={every}"):
+            loads(text)
 
 
 def test_slo_runs_shows_the_last_score_of_each_task_metric(run, capsys):

@@ -115,13 +115,14 @@ class TaskEvaluator:
 
     @classmethod
     def for_run(cls, cfg, meta: dict | None, vocab_size: int, device, dtype, say) -> TaskEvaluator | None:
-        """The run's TaskEvaluator (LOGGING eval_tasks, the tokenizer of its meta), or None when it runs none."""
+        """The run's TaskEvaluator (LOGGING eval_tasks, the tokenizer of its meta), or None when it runs none
+        (no eval_tasks, or eval_only)."""
         from ..runner.data.text_tokenizers import Tokenizer
         from .lm import end_of_text_id
 
         log = cfg.logging
         names = task_names(log.eval_tasks)
-        if not names:
+        if not names or cfg.train.eval_only:  # eval_only: the losses alone (slo eval scores a checkpoint)
             return None
         tokenizer = Tokenizer.from_meta(meta or {})
         if not tokenizer.available:
