@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,21 @@ def test_an_unknown_task_fails_before_the_first_step_naming_the_closest(tmp_path
     assert "eval_tasks: unknown task 'tiny_mcc' (closest: tiny_mc" in err
     assert f"{config}:" in err  # the line that set it
     assert not (tmp_path / "unknown" / "metrics.jsonl").exists()
+
+
+def test_without_eval_tasks_path_an_unknown_task_says_how_to_add_one(tmp_path, capsys):
+    config = tiny_config(tmp_path, "own", extra="LOGGING eval_tasks=hellaswagg\n")
+    assert train(config) == 2
+    err = capsys.readouterr().err
+    assert "closest: hellaswag" in err and "a task of your own needs eval_tasks_path=DIR" in err
+
+
+def test_without_the_harness_the_run_stops_before_its_first_step_saying_what_to_install(tmp_path, capsys,
+                                                                                        monkeypatch):
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval raises ImportError
+    assert train(task_config(tmp_path, "missing")) == 1
+    assert "eval_tasks needs lm-evaluation-harness: pip install 'slo[eval]'" in capsys.readouterr().err
+    assert not (tmp_path / "missing" / "metrics.jsonl").exists()
 
 
 def test_eval_only_evaluates_the_losses_alone(tmp_path, capsys):
