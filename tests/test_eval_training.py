@@ -141,6 +141,7 @@ def test_without_eval_tasks_path_an_unknown_task_says_how_to_add_one(tmp_path, c
 def test_without_the_harness_the_run_stops_before_its_first_step_saying_what_to_install(tmp_path, capsys,
                                                                                         monkeypatch):
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval raises ImportError
+    monkeypatch.delitem(sys.modules, "slo.evals.lm", raising=False)  # imported again, it imports lm_eval
     assert train(task_config(tmp_path, "missing")) == 1
     assert "eval_tasks needs lm-evaluation-harness: pip install 'slo[eval]'" in capsys.readouterr().err
     assert not (tmp_path / "missing" / "metrics.jsonl").exists()

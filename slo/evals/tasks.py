@@ -48,6 +48,14 @@ def format_scores(iter_num: int, scores: dict[str, float], seconds: float) -> st
     return f"tasks {iter_num}: {shown} ({seconds:.1f} s)"
 
 
+def require_harness() -> None:
+    """RunError, saying what to install, when lm-evaluation-harness is not there."""
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        raise RunError(f"{KEY} needs lm-evaluation-harness: {INSTALL}, or set {KEY}=''") from None
+
+
 class TaskEvaluator:
     """The harness's tasks ``names`` (with the YAML files of ``include_path``, the first ``limit`` examples
     of each), scored on a model through ``tokenizer`` on ``device`` in ``dtype``, ``batch_size`` sequences
@@ -57,10 +65,7 @@ class TaskEvaluator:
     def __init__(self, names: list[str], *, include_path: str | None, limit: int | None, tokenizer, device, dtype,
                  batch_size: int, eot_id: int, interval: int, last_iter: int, say=print,
                  where: Diagnostic | None = None):
-        try:
-            import lm_eval  # noqa: F401
-        except ImportError:
-            raise RunError(f"{KEY} needs lm-evaluation-harness: {INSTALL}, or set {KEY}=''") from None
+        require_harness()
         self.names, self.limit, self.interval, self.last_iter, self.say = list(names), limit, interval, last_iter, say
         self.tokenizer, self.device, self.dtype, self.batch_size, self.eot_id = tokenizer, device, dtype, batch_size, eot_id
         if include_path is not None and not Path(include_path).expanduser().is_dir():
@@ -117,13 +122,14 @@ class TaskEvaluator:
     def for_run(cls, cfg, meta: dict | None, vocab_size: int, device, dtype, say) -> TaskEvaluator | None:
         """The run's TaskEvaluator (LOGGING eval_tasks, the tokenizer of its meta), or None when it runs none
         (no eval_tasks, or eval_only)."""
-        from ..runner.data.text_tokenizers import Tokenizer
-        from .lm import end_of_text_id
-
         log = cfg.logging
         names = task_names(log.eval_tasks)
         if not names or cfg.train.eval_only:  # eval_only: the losses alone (slo eval scores a checkpoint)
             return None
+        require_harness()  # before .lm, which imports it
+        from ..runner.data.text_tokenizers import Tokenizer
+        from .lm import end_of_text_id
+
         tokenizer = Tokenizer.from_meta(meta or {})
         if not tokenizer.available:
             raise RunError(f"{KEY} needs the dataset's tokenizer to encode the tasks, but {tokenizer.why}")
