@@ -213,6 +213,17 @@ def test_two_ddp_ranks_score_on_rank_0_while_the_other_waits(tmp_path):
     assert proc.stdout.count("tasks 0:") == 1  # rank 0 alone
 
 
+def test_an_unknown_task_in_a_ddp_run_is_one_line(tmp_path):
+    import subprocess
+
+    from test_ddp import command, environment
+
+    config = task_config(tmp_path, "ddp_unknown", tasks="tiny_mcc")
+    proc = subprocess.run(command(config), env=environment(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "rank 0" in proc.stderr and "eval_tasks: unknown task 'tiny_mcc' (closest: tiny_mc" in proc.stderr
+
+
 def test_the_harness_s_results_flatten_to_task_metric_numbers():
     from slo.evals.tasks import flat_scores
 

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from .. import atomic
-from ..errors import RunError, first_line
+from ..errors import ConfigError, RunError, first_line
 from .device import pick_device, usable_cpus
 from ..outdir.files import read_json
 from ..outdir.lock import RunLock
@@ -168,7 +168,7 @@ def _spawned_rank(local_rank: int, cfg, nproc: int, addr: str, port: int, report
         status = run_rank(cfg, Placement(local_rank, nproc, local_rank, nproc))
     except KeyboardInterrupt:
         status = 128 + signal.SIGINT
-    except RunError as e:
+    except (RunError, ConfigError) as e:  # a ConfigError: what the config names is not there (eval_tasks)
         _write_report(reports, local_rank, getattr(e, "kind", "error"), str(e))
         status = EXIT_RUN_ERROR
     except Exception as e:  # a bug: the traceback helps, the launcher names the rank
