@@ -86,9 +86,9 @@ def checkpoint_scores(folder: Path) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    """A run straight through, with the tasks."""
+    """A run straight through, with the tasks (and TensorBoard)."""
     tmp = tmp_path_factory.mktemp("tasks_run")
-    assert train(task_config(tmp, "out")) == 0
+    assert train(task_config(tmp, "out", extra="LOGGING tensorboard_log=True\n")) == 0
     return tmp / "out"
 
 
@@ -99,6 +99,15 @@ def test_the_scores_are_in_the_evaluations_at_the_interval_and_the_last(run, cap
         assert set(values) == {f"{TASK}/acc", f"{TASK}/acc_norm"}
         assert all(0 <= v <= 1 for v in values.values())
     assert sorted(metrics(run)[1]) == [0, 4, 8, 10]  # every evaluation still there
+
+
+def test_tensorboard_gets_the_scores_under_their_names(run):
+    pytest.importorskip("tensorboard")
+    from test_report import scalars
+
+    logged = scalars(run / "tensorboard")
+    for name in (f"{TASK}/acc", f"{TASK}/acc_norm"):
+        assert logged[name] == [(it, pytest.approx(s[name])) for it, s in sorted(task_scores(run).items())]
 
 
 def test_the_scores_are_the_harness_s_on_the_checkpoint_saved_there(run):
