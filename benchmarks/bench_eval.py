@@ -40,7 +40,7 @@ WORDS = "def return self class import for while if else print range len None Tru
 def write_model(folder: Path, ns) -> Path:
     """A random byte-level GPT-2-shaped checkpoint in folder and its export; the export's path."""
     from slo import cli
-    from slo.runner.checkpoint.store.store import save_checkpoint
+    from slo.runner.checkpoint.store import save_checkpoint
     from slo.runner.model.gpt.gpt import GPT, ModelArgs
 
     torch.manual_seed(0)
@@ -107,7 +107,7 @@ def main() -> None:
     from lm_eval.tasks import TaskManager
 
     from slo.evals.lm import SloLM
-    from slo.runner.checkpoint.store.store import load_checkpoint, model_from_checkpoint
+    from slo.runner.checkpoint.store import load_checkpoint, model_from_checkpoint
     from slo.runner.data.text_tokenizers import ByteTokenizer
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)

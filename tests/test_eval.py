@@ -88,8 +88,8 @@ def manager(tasks):
 
 def bpe_meta() -> dict:
     """A byte-level BPE of 300 tokens trained here on TEXT, as slo prepare --tokenizer bpe:300 makes it."""
-    from slo.runner.prepare.prepare_command.bpe import train_bpe
-    from slo.runner.prepare.prepare_command.encode import TokenizerPlan
+    from slo.runner.prepare.bpe import train_bpe
+    from slo.runner.prepare.encode import TokenizerPlan
 
     plan = TokenizerPlan("hf", "bpe:300", train_vocab=300)
     train_bpe(plan, TEXT.split("\n\n"), 60)
@@ -115,7 +115,7 @@ def train(model, meta: dict, steps: int = 80):
 
 def trained_run(folder: Path, meta: dict, shape: str):
     """A run folder whose ckpt.pt holds a model of shape trained on TEXT; returns the model."""
-    from slo.runner.checkpoint.store.store import load_checkpoint, save_checkpoint
+    from slo.runner.checkpoint.store import load_checkpoint, save_checkpoint
 
     model = train(save_run(folder, meta, vocab_size=meta["vocab_size"], **SHAPES[shape][0]), meta)
     save_checkpoint(folder / "ckpt.pt", {**load_checkpoint(folder), "model": model.state_dict()})
@@ -142,7 +142,7 @@ def evaluate(model, model_args, manager, **options):
 
 
 def slo_evaluate(folder: Path, manager, batch_size: int = 4):
-    from slo.runner.checkpoint.store.store import load_checkpoint, model_from_checkpoint
+    from slo.runner.checkpoint.store import load_checkpoint, model_from_checkpoint
     from slo.runner.sample import tokenizer_for
 
     ckpt = load_checkpoint(folder)
