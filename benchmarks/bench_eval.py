@@ -41,7 +41,7 @@ def write_model(folder: Path, ns) -> Path:
     """A random byte-level GPT-2-shaped checkpoint in folder and its export; the export's path."""
     from slo import cli
     from slo.runner.checkpoint.store import save_checkpoint
-    from slo.runner.model.gpt.gpt import GPT, ModelArgs
+    from slo.runner.model.gpt import GPT, ModelArgs
 
     torch.manual_seed(0)
     model = GPT(ModelArgs(n_layer=ns.n_layer, n_head=ns.n_embd // 32, n_embd=ns.n_embd, block_size=ns.block_size,

@@ -7,7 +7,7 @@ stay fixed for the run (the config, the model's shape, the tokenizer).
 atomic ckpt.pt of slo.runner.checkpoint.store; sharded: the folder of
 slo.runner.checkpoint.sharded), ``due`` says when an evaluation saves, and
 ``restore(source)`` continues a run (slo.runner.checkpoint.resume) from the
-first weights slo.runner.checkpoint.first_weights opened.
+first weights slo.runner.first_weights opened.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class Checkpointer:
         return f"The last good checkpoint, {self.path} (iter {progress.last_saved_iter}), is kept."
 
     def restore(self, source) -> Progress | None:
-        """Continue a run from source (slo.runner.checkpoint.first_weights.Source; None: from scratch), once
+        """Continue a run from source (slo.runner.first_weights.Source; None: from scratch), once
         the model has its weights: the progress of a run resumed, None for a run that starts afresh."""
         if source is None:
             own = latest_checkpoint(self.path.parent)

@@ -5,7 +5,7 @@ optimizer and model, with this run's implementation choices), its progress,
 data position, loss scaler and random states into the run's parts; of a
 sharded checkpoint each rank reads its own shards of the weights too. The
 weights of a whole checkpoint are loaded before, with the first weights
-(slo.runner.checkpoint.first_weights).
+(slo.runner.first_weights).
 """
 
 from __future__ import annotations
