@@ -54,6 +54,7 @@ _SPECIAL = {
     "lr_decay_iters": st.integers(1000, 10**7),
     "device": st.sampled_from(["auto", "cpu", "cuda", "cuda:1", "mps"]),
     "nproc_per_node": st.sampled_from([None, 1, 2, 4]),
+    "eval_tasks": st.sampled_from(["", "hellaswag", "arc_easy,piqa"]),
 }
 
 
@@ -67,6 +68,8 @@ def value_of(name: str):
         values = st.booleans()
     elif key.type is str:
         values = _text(allow_newlines=not key.pattern).filter(lambda s: not key.pattern or s)
+        if key.optional:  # the text None (any case) is None itself in every format
+            values = values.filter(lambda s: s.strip().lower() != "none")
     else:
         values = _number(key, key.type)
     return st.one_of(st.none(), values) if key.optional else values
