@@ -14,6 +14,7 @@ import functools
 import importlib
 import json
 import operator
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,8 +326,10 @@ def _value(key):
             base = st.sampled_from(k.choices)
         elif key == "device":
             base = st.sampled_from(["auto", "cpu", "cuda", "cuda:0", "cuda:17", "mps"])
+        elif key == "eval_tasks":  # task names: text rarely is
+            base = st.sampled_from(["", "hellaswag", "arc_easy,piqa", "a , b"])
         elif k.pattern:
-            base = str_values.filter(bool)
+            base = str_values.filter(lambda s, p=k.pattern: re.fullmatch(p, s, re.DOTALL) is not None)
         else:
             base = str_values
     else:
