@@ -38,11 +38,21 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     add("--json", metavar="OUT", help="also write the harness's results to this JSON file")
 
 
-def run(ns, rest) -> int:
+def require_harness(needed_by: str, advice: str = "") -> None:
+    """RunError, saying what to install, when lm-evaluation-harness is not there."""
     try:
         import lm_eval  # noqa: F401
     except ImportError:
-        raise RunError(f"slo eval needs lm-evaluation-harness: {INSTALL}") from None
+        raise RunError(f"{needed_by} needs lm-evaluation-harness: {INSTALL}{advice}") from None
+
+
+def task_names(text: str) -> list[str]:
+    """The names of a comma-separated list of tasks, spaces around them dropped."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def run(ns, rest) -> int:
+    require_harness("slo eval")
     names = check_options(ns)
     quiet_harness()
     lm = load_lm(ns)  # first: a wrong checkpoint is said before the harness indexes its tasks
@@ -65,7 +75,7 @@ def run(ns, rest) -> int:
 
 def check_options(ns) -> list[str]:
     """The task names; UsageError naming every option out of range."""
-    names = [name.strip() for name in ns.tasks.split(",") if name.strip()]
+    names = task_names(ns.tasks)
     problems = [] if names else ["--tasks names no task: give one or more names, comma-separated"]
     for flag, value, least in (("limit", ns.limit, 1), ("num_fewshot", ns.num_fewshot, 0),
                                ("batch_size", ns.batch_size, 1)):

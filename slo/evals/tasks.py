@@ -12,21 +12,15 @@ left as they were, and the model goes back to the mode it trained in.
 from __future__ import annotations
 
 import contextlib
-import random
 import time
 from pathlib import Path
 
 from ..errors import ConfigError, Diagnostic, RunError, UsageError
 from ..outdir.files import is_number
-from .eval_command import INSTALL, check_task_names, quiet_harness
+from .eval_command import check_task_names, quiet_harness, require_harness, task_names
 
 KEY = "eval_tasks"
 STDERR = "_stderr"  # the harness's standard errors: "acc_stderr,none"
-
-
-def task_names(text: str) -> list[str]:
-    """The names of an eval_tasks value: comma-separated, spaces around them dropped."""
-    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def flat_scores(results: dict | None) -> dict[str, float]:
@@ -48,14 +42,6 @@ def format_scores(iter_num: int, scores: dict[str, float], seconds: float) -> st
     return f"tasks {iter_num}: {shown} ({seconds:.1f} s)"
 
 
-def require_harness() -> None:
-    """RunError, saying what to install, when lm-evaluation-harness is not there."""
-    try:
-        import lm_eval  # noqa: F401
-    except ImportError:
-        raise RunError(f"{KEY} needs lm-evaluation-harness: {INSTALL}, or set {KEY}=''") from None
-
-
 class TaskEvaluator:
     """The harness's tasks ``names`` (with the YAML files of ``include_path``, the first ``limit`` examples
     of each), scored on a model through ``tokenizer`` on ``device`` in ``dtype``, ``batch_size`` sequences
@@ -65,7 +51,7 @@ class TaskEvaluator:
     def __init__(self, names: list[str], *, include_path: str | None, limit: int | None, tokenizer, device, dtype,
                  batch_size: int, eot_id: int, interval: int, last_iter: int, say=print,
                  where: Diagnostic | None = None):
-        require_harness()
+        require_harness(KEY, f", or set {KEY}=''")
         self.names, self.limit, self.interval, self.last_iter, self.say = list(names), limit, interval, last_iter, say
         self.tokenizer, self.device, self.dtype, self.batch_size, self.eot_id = tokenizer, device, dtype, batch_size, eot_id
         if include_path is not None and not Path(include_path).expanduser().is_dir():
@@ -106,7 +92,7 @@ class TaskEvaluator:
         lm = SloLM(model, self.tokenizer, device=self.device, batch_size=self.batch_size, dtype=self.dtype,
                    eot_id=self.eot_id)
         try:
-            with kept_random_state(self.device):
+            with kept_random_state():
                 results = simple_evaluate(model=lm, tasks=self.names, limit=self.limit, task_manager=self.manager,
                                           bootstrap_iters=0, log_samples=False)
         except (ConnectionError, FileNotFoundError) as e:
@@ -126,7 +112,7 @@ class TaskEvaluator:
         names = task_names(log.eval_tasks)
         if not names or cfg.train.eval_only:  # eval_only: the losses alone (slo eval scores a checkpoint)
             return None
-        require_harness()  # before .lm, which imports it
+        require_harness(KEY, f", or set {KEY}=''")  # before .lm, which imports it
         from ..runner.data.text_tokenizers import Tokenizer
         from .lm import end_of_text_id
 
@@ -145,20 +131,16 @@ class TaskEvaluator:
 
 
 @contextlib.contextmanager
-def kept_random_state(device):
-    """The random streams (Python's, numpy's, torch's and the device's) as they were before, after:
-    the harness seeds them all, and the run's dropout and sampling go on as if it had not run."""
-    import numpy as np
-    import torch
+def kept_random_state():
+    """The random streams (Python's, numpy's, torch's and CUDA's: what a checkpoint keeps) as they were
+    before, after: the harness seeds them all, and the run's dropout and sampling go on as if it had not run."""
+    from ..runner.checkpoint.contents import get_rng_state, set_rng_state
 
-    python, numpy = random.getstate(), np.random.get_state()
-    devices = [device] if getattr(device, "type", str(device)) == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type="cuda"):
-        try:
-            yield
-        finally:
-            random.setstate(python)
-            np.random.set_state(numpy)
+    state = get_rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 def _origin(cfg, key: str) -> Diagnostic | None:
