@@ -301,3 +301,23 @@ def test_bench_runs_both_loops_alike(tmp_path, capsys):
     assert row["max_loss_difference"] < 1e-4  # the same init, the same windows: the same training
     assert row["speedup"] > 0 and set(slo_side["ms"]) == {"data", "forward_backward", "optimizer"}
     assert "speedup" in capsys.readouterr().out
+
+
+def test_memory_running_out_mid_step_is_one_line_saying_what_to_lower(tmp_path, monkeypatch, capsys):
+    def out_of_memory(self, *args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(Trainer, "train_step", out_of_memory)
+    assert main([str(tiny_config(tmp_path))]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory on cpu at batch_size=") and "lower batch_size" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_another_failure_mid_step_is_not_called_out_of_memory(tmp_path, monkeypatch):
+    def failure(self, *args, **kwargs):
+        raise RuntimeError("a kernel failed")
+
+    monkeypatch.setattr(Trainer, "train_step", failure)
+    with pytest.raises(RuntimeError, match="a kernel failed"):
+        main([str(tiny_config(tmp_path))])

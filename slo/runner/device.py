@@ -224,12 +224,11 @@ def is_allocation_failure(error: BaseException) -> bool:
         s in text for s in ("can't allocate memory", "not enough memory", "out of memory", "Unable to allocate"))
 
 
-def out_of_memory(error: BaseException, device: torch.device, data_cfg) -> RunError | None:
-    """The one-line error for a training step that ran out of memory; None when error is another failure."""
-    if not is_allocation_failure(error):
-        return None
-    return RunError(f"out of memory on {device} at batch_size={data_cfg.batch_size}, block_size={data_cfg.block_size}: "
-                    "lower batch_size (and raise gradient_accumulation_steps to keep the tokens per step)")
+def raise_if_out_of_memory(error: BaseException, device: torch.device, data_cfg) -> None:
+    """Where error means a training step ran out of memory, the one-line RunError that says what to lower."""
+    if is_allocation_failure(error):
+        raise RunError(f"out of memory on {device} at batch_size={data_cfg.batch_size}, block_size={data_cfg.block_size}: "
+                       "lower batch_size (and raise gradient_accumulation_steps to keep the tokens per step)") from None
 
 
 def gib(n: float) -> str:

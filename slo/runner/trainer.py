@@ -30,7 +30,7 @@ from .checkpoint.contents import Progress, RunParts
 from .data.batches import Batches
 from .data.corpus import ensure_builtin
 from .data.datasets import META_JSON, open_dataset
-from .device import autocast, configure_backends, out_of_memory, pick_device, pick_dtype, will_compile
+from .device import autocast, configure_backends, pick_device, pick_dtype, raise_if_out_of_memory, will_compile
 from .distributed.collectives import loss_scaler
 from .distributed.placement import check_world, group_for, idle_key_notes, rank_device
 from .evaluator import Evaluator
@@ -231,9 +231,8 @@ class Trainer:
                     if not self.signals.agreed(self.group):  # else it arrived after the evaluation: save first
                         loss = self._step(time.perf_counter() - clock)
         except (MemoryError, RuntimeError) as e:
-            if out_of_memory(e, self.device, self.data_cfg) is None:
-                raise
-            raise out_of_memory(e, self.device, self.data_cfg) from None
+            raise_if_out_of_memory(e, self.device, self.data_cfg)
+            raise
         finally:
             self.log.close()
 
