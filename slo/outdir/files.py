@@ -92,13 +92,8 @@ def as_record(line: bytes | str) -> dict | None:
     it = rec.get("iter")
     if not (is_number(it) and isinstance(it, int) and it >= 0):
         return None
-    for key in RECORD_NUMBERS:
-        value = rec.get(key)
-        if value is not None and not is_number(value):
-            return None
-    if any(is_task_metric(key) and value is not None and not is_number(value) for key, value in rec.items()):
-        return None
-    return rec
+    numbers = (value for key, value in rec.items() if key in RECORD_NUMBERS or is_task_metric(key))
+    return None if any(value is not None and not is_number(value) for value in numbers) else rec
 
 
 def read_records(path: Path) -> list[dict]:
