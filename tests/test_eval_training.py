@@ -121,12 +121,15 @@ def test_the_tasks_leave_the_run_s_random_streams_and_training_as_they_were(run,
     assert metrics(run) == metrics(tmp_path / "plain")
 
 
-def test_a_resumed_run_scores_at_the_same_iterations_none_twice(run, tmp_path, capsys):
+def test_a_run_stopped_and_resumed_scores_where_it_stopped_and_then_as_straight_through(run, tmp_path, capsys):
     config = task_config(tmp_path, "resumed")
     assert train(config, "--stop_iter=6") == 0
-    assert sorted(task_scores(tmp_path / "resumed")) == [0]  # stop_iter is not the last: no tasks at 6
+    assert sorted(task_scores(tmp_path / "resumed")) == [0, 6]  # stop_iter is this run's last evaluation
     assert train(config, "--init_from=resume") == 0
-    assert sorted(task_scores(tmp_path / "resumed")) == TASK_ITERS  # task_scores asserts none is twice
+    assert sorted(task_scores(tmp_path / "resumed")) == [0, 6, 8, 10]  # task_scores asserts none is twice
+    resumed, straight = task_scores(tmp_path / "resumed"), task_scores(run)
+    for it in TASK_ITERS:  # the scores of the run straight through
+        assert resumed[it] == pytest.approx(straight[it], abs=1e-9)
     assert [r["iter"] for r in records(tmp_path / "resumed") if "val_loss" in r] == [0, 4, 6, 8, 10]
     assert capsys.readouterr().out.count("tasks 0:") == 1
 

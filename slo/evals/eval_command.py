@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..errors import RunError, UsageError, first_line
 from ..schema import KEYS
+from . import task_names
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 INSTALL = "pip install 'slo[eval]'"
@@ -44,11 +45,6 @@ def require_harness(needed_by: str, advice: str = "") -> None:
         import lm_eval  # noqa: F401
     except ImportError:
         raise RunError(f"{needed_by} needs lm-evaluation-harness: {INSTALL}{advice}") from None
-
-
-def task_names(text: str) -> list[str]:
-    """The names of a comma-separated list of tasks, spaces around them dropped."""
-    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def run(ns, rest) -> int:

@@ -2,8 +2,8 @@
 
 Rank 0 builds one before the first step, so an unknown task name, a missing
 harness or a tokenizer that cannot encode fails the run at once; at an
-evaluation whose iteration is a multiple of eval_tasks_interval (or the last
-one, max_iters) ``scores_at`` runs the tasks through ``lm.SloLM`` on slo's own model, as
+evaluation whose iteration is a multiple of eval_tasks_interval (or the run's
+last, max_iters or stop_iter) ``scores_at`` runs the tasks through ``lm.SloLM`` on slo's own model, as
 ``slo eval`` runs them on a checkpoint, and returns their scores flattened to
 ``task/metric`` keys for the evaluation's record. The run's random streams are
 left as they were, and the model goes back to the mode it trained in.
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..errors import ConfigError, Diagnostic, RunError, UsageError
 from ..outdir.files import is_number
-from .eval_command import check_task_names, quiet_harness, require_harness, task_names
+from . import task_names
+from .eval_command import check_task_names, quiet_harness, require_harness
 
 KEY = "eval_tasks"
 STDERR = "_stderr"  # the harness's standard errors: "acc_stderr,none"
@@ -67,8 +68,8 @@ class TaskEvaluator:
             raise ConfigError(_at(where, f"{KEY}: {e}")) from None
 
     def due(self, iter_num: int) -> bool:
-        """At every interval-th iteration and the last (max_iters: a run stopped at stop_iter and resumed
-        runs the tasks where one run straight through does)."""
+        """At every interval-th iteration and this run's last (max_iters, or stop_iter: a run stopped there
+        has its scores there, as its val loss, and a sweep ranks a rung's trials by them)."""
         return iter_num % self.interval == 0 or iter_num == self.last_iter
 
     def scores_at(self, iter_num: int, model) -> dict[str, float]:
@@ -105,9 +106,10 @@ class TaskEvaluator:
         return flat_scores(results)
 
     @classmethod
-    def for_run(cls, cfg, meta: dict | None, vocab_size: int, device, dtype, say) -> TaskEvaluator | None:
-        """The run's TaskEvaluator (LOGGING eval_tasks, the tokenizer of its meta), or None when it runs none
-        (no eval_tasks, or eval_only)."""
+    def for_run(cls, cfg, meta: dict | None, vocab_size: int, device, dtype, say,
+                last_iter: int) -> TaskEvaluator | None:
+        """The run's TaskEvaluator (LOGGING eval_tasks, the tokenizer of its meta; the last evaluation of this
+        run at last_iter, its max_iters or stop_iter), or None when it runs none (no eval_tasks, or eval_only)."""
         log = cfg.logging
         names = task_names(log.eval_tasks)
         if not names or cfg.train.eval_only:  # eval_only: the losses alone (slo eval scores a checkpoint)
@@ -126,7 +128,7 @@ class TaskEvaluator:
             raise RunError(f"{KEY}: {e}") from None
         return cls(names, include_path=log.eval_tasks_path, limit=log.eval_tasks_limit, tokenizer=tokenizer,
                    device=device, dtype=dtype, batch_size=cfg.data.batch_size, eot_id=eot,
-                   interval=log.eval_tasks_interval or log.eval_interval, last_iter=cfg.train.max_iters, say=say,
+                   interval=log.eval_tasks_interval or log.eval_interval, last_iter=last_iter, say=say,
                    where=where)
 
 

@@ -122,7 +122,7 @@ class Trainer:
         self.finite = FiniteCheck(self.group, lambda: self.checkpointer.kept(self.progress))
         self.throughput = Throughput(self.tokens_per_iter, self.model.flops_per_token(), self.device, self.dtype, self.world_size)
         self.tasks = TaskEvaluator.for_run(self.cfg, self.checkpointer.meta, vocab_size, self.device, self.dtype,
-                                           self.say) if self.master else None  # before any step: a bad name fails now
+                                           self.say, self.end_iter) if self.master else None  # a bad name fails now
 
     def say(self, text: str) -> None:
         if self.master:
