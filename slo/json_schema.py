@@ -77,14 +77,23 @@ def _sweep() -> dict:
     for name in [*KEYS, *(s for s in SETTINGS if s not in KEYS)]:
         options = []
         if name in SETTINGS:
-            low, high = SETTINGS[name]
-            options.append({"type": "integer", "minimum": low, "maximum": high, "description": f"The sweep's {name}."})
+            options.append(_setting(SETTINGS[name]))
         if name in KEYS:
             options += [_ref(name), {"type": "array", "items": _ref(name), "minItems": 1, "description": "The choices."},
                         {"type": "string", "description": "A range (log(a,b), uniform(a,b), int(a,b)) or a comma list."}]
         properties[name] = {"anyOf": options}
     return {"type": "object", "description": "What to sweep: each key's choices or range, and the sweep's settings.",
             "properties": properties, "additionalProperties": False}
+
+
+def _setting(setting) -> dict:
+    if setting.is_int:
+        typed = {"type": "integer", "minimum": setting.low, "maximum": setting.high}
+    elif setting.choices:
+        typed = {"type": "string", "enum": list(setting.choices)}
+    else:
+        typed = {"type": "string", "pattern": ecma_pattern(setting.pattern)}
+    return {**typed, "description": setting.doc}
 
 
 def ecma_pattern(pattern: str) -> str:

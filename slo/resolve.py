@@ -23,6 +23,7 @@ from .source import CLI_PATH, STRING_PATH, Source, read_file
 from .statements import (BARE, END_COL, ENTRY_ITEM, FROM_COL, FROM_END_COL, FROM_LINE, KEY, KEY_COL, LINE, OVERRIDDEN,
                          VALUE_COL)
 from .lexer import chain as chain_entries, type_values
+from .ranking import unranked
 from .trials import Sweep, Trial, definition, is_setting, is_swept, plan
 
 MAX_DEPTH = 32
@@ -317,6 +318,9 @@ class _Resolver:
                 message += f", in trial{'s' * (len(names) > 1)} " + ", ".join(names[:3]) + (
                     f" and {len(names) - 3} more" if len(names) > 3 else "")
             self._error_at(item, path, message)
+        problem = unranked(d.settings, trials) if not self.trial_failures else None
+        if problem:
+            self._error_at(*d.places["metric"], problem)
         self._raise()
         return base.with_sweep(Sweep(d, tuple(trials)))
 

@@ -6,7 +6,10 @@ random. A value is a comma list of choices, or (random search only) a range:
 ``log(a,b)`` (log-uniform, 0 < a < b), ``uniform(a,b)`` or ``int(a,b)``
 (inclusive). The sweep's own settings are ``trials``, ``seed`` (a single
 integer: the draws' seed; a list or range sweeps the training seed),
-``halving`` and ``rungs`` (successive halving).
+``halving`` and ``rungs`` (successive halving), and ``metric`` and ``goal``:
+what ranks the trials (validation loss, lowest first, unless ``metric``
+names an evaluation task's ``TASK/METRIC`` score, such as
+``hellaswag/acc_norm``, highest first).
 
 Each trial is a set of items, one per swept key, placed where the SWEEP item
 is (a choice at its own column), which the resolver puts over the files'
@@ -23,10 +26,38 @@ import random
 import re
 from dataclasses import dataclass
 
+from .ranking import VAL_LOSS, Ranking, default_goal
 from .schema import CONVERT, KEYS, MAX_SEED, format_value, suggest
 from .statements import BARE, KEY, KEY_COL, LINE, QUOTE, VALUE, VALUE_COL
 
-SETTINGS = {"trials": (1, 100_000), "seed": (0, MAX_SEED), "halving": (2, 100), "rungs": (1, 10)}
+
+@dataclass(frozen=True)
+class Setting:
+    """One of the sweep's own settings: an integer from low to high, or a text (one of choices, or one
+    that matches pattern, which allowed says in words)."""
+    doc: str
+    low: int = 0
+    high: int = 0
+    choices: tuple = ()
+    pattern: str = ""
+    allowed: str = ""
+
+    @property
+    def is_int(self) -> bool:
+        return not (self.choices or self.pattern)
+
+
+SETTINGS = {
+    "trials": Setting("Random search: draw this many trials (a grid when not given).", 1, 100_000),
+    "seed": Setting("The draws' seed, one integer (a list or a range of seeds sweeps the training seed).", 0, MAX_SEED),
+    "halving": Setting("Successive halving: the best 1/N of the trials at each rung go on to the next.", 2, 100),
+    "rungs": Setting("Successive halving's rungs (3 when halving is given alone).", 1, 10),
+    "metric": Setting("What ranks the trials (successive halving's promotions and the sweep's table): val_loss, or "
+                      "an evaluation task's TASK/METRIC score from LOGGING eval_tasks, such as hellaswag/acc_norm.",
+                      pattern=r"val_loss|[^/\s]+/[^/\s]+", allowed="val_loss or TASK/METRIC, such as hellaswag/acc_norm"),
+    "goal": Setting("Whether the best trial has the lowest (min) or the highest (max) metric; by default min for "
+                    "losses, perplexities and bits per byte, max for accuracies and other scores.", choices=("min", "max")),
+}
 MAX_TRIALS = 100_000  # a grid larger than this is refused
 MAX_NAME = 200  # bytes (UTF-8) of a trial's folder name, under the 255 of most file systems; longer ones are
 # cut and numbered
@@ -57,7 +88,7 @@ class Axis:
 @dataclass(frozen=True)
 class Definition:
     axes: tuple  # Axis, in the order written
-    settings: dict  # trials, seed, halving, rungs: int or None
+    settings: dict  # trials, seed, halving, rungs: int or None; metric, goal: str
     places: dict  # setting -> (item, path) where it was set
 
     def describe(self) -> dict:
@@ -115,6 +146,9 @@ class Sweep:
         text = f"sweep of {n} trial{'s' * (n != 1)}, {how}: " + " ".join(f"{a.key}={a.text}" for a in d.axes)
         if d.settings["halving"]:
             text += f"; successive halving by {d.settings['halving']} over {d.settings['rungs']} rungs"
+        ranking = Ranking.of(d.settings)
+        if ranking != Ranking():
+            text += f"; ranked by {ranking.describe()}"
         return text
 
 
@@ -168,19 +202,48 @@ def definition(entries: dict, errors: list) -> Definition:
         _fail(errors, item, path, "rungs needs halving=N (successive halving keeps the best 1/N at each rung)")
     if settings["halving"] is not None and settings["rungs"] is None:
         settings["rungs"] = 3
+    _goal(settings, places, errors)
     return Definition(tuple(axes), settings, places)
 
 
-def _setting(item: tuple, errors: list, path: str) -> int | None:
-    low, high = SETTINGS[item[KEY]]
+def setting_value(key: str, raw) -> int | str:
+    """Setting key's value raw as read: an int however written (20, 2e1), or its text; ValueError, saying
+    what it must be, when it is not one the setting takes."""
+    setting = SETTINGS[key]
+    if setting.is_int:
+        try:
+            value = CONVERT["max_iters"](raw)
+        except ValueError:
+            value = None
+        if value is None or not setting.low <= value <= setting.high:
+            raise ValueError(f"must be an integer from {setting.low:,} to {setting.high:,}")
+        return value
+    if type(raw) is not str or not (raw in setting.choices if setting.choices else re.fullmatch(setting.pattern, raw)):
+        raise ValueError(f"must be {' or '.join(setting.choices) if setting.choices else setting.allowed}")
+    return raw
+
+
+def _setting(item: tuple, errors: list, path: str) -> int | str | None:
     try:
-        value = CONVERT["max_iters"](item[VALUE])  # an int, however written (20, 2e1)
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:
-        _fail(errors, item, path, f"{item[KEY]}={_shown(item)} must be an integer from {low:,} to {high:,}")
+        return setting_value(item[KEY], item[VALUE])
+    except ValueError as e:
+        _fail(errors, item, path, f"{item[KEY]}={_shown(item)} {e}")
         return None
-    return value
+
+
+def _goal(settings: dict, places: dict, errors: list) -> None:
+    """settings' metric (val_loss when not given) and goal (from the metric's name when not given)."""
+    metric = settings["metric"] = settings["metric"] or VAL_LOSS
+    if metric == VAL_LOSS and settings["goal"] == "max":
+        item, path = places["goal"]
+        _fail(errors, item, path, "goal=max would rank the highest val_loss first: drop goal (a lower loss is better), "
+              "or rank by a task's score with metric=TASK/METRIC")
+    if settings["goal"] is None:
+        settings["goal"] = default_goal(metric)
+        if settings["goal"] is None:
+            item, path = places["metric"]
+            _fail(errors, item, path, f"metric={metric}: whether a higher or a lower {metric} is better is not known "
+                  "here; add goal=max or goal=min to SWEEP")
 
 
 def _axis(item: tuple, path: str, errors: list) -> Axis | None:

@@ -446,12 +446,12 @@ def real_manifest() -> bytes:
     """The sweep.json slo sweep writes for a two-trial sweep of the real run's config."""
     from slo.sweeps.manifest import Manifest, TrialRecord
 
-    trials = [TrialRecord(name, {"learning_rate": float(name.split("=")[1])}, "finished", 0, None, 2.5, 8)
+    trials = [TrialRecord(name, {"learning_rate": float(name.split("=")[1])}, "finished", 0, None, 2.5, 8, 0.5)
               for name in TRIALS]
-    definition = {"swept": {"learning_rate": "1e-3,2e-3"}, "settings": {"trials": None, "seed": None,
-                  "halving": 3, "rungs": 2}, "trials": list(TRIALS), "config": {}, "env": {},
-                  "max_iters": dict.fromkeys(TRIALS, 8), "command": []}
-    return Manifest(definition, trials, [{"rung": 0, "max_iters": 3, "ranking": [[TRIALS[0], 2.5]],
+    settings = {"trials": None, "seed": None, "halving": 3, "rungs": 2, "metric": "t/acc", "goal": "max"}
+    definition = {"swept": {"learning_rate": "1e-3,2e-3"}, "settings": settings, "trials": list(TRIALS),
+                  "config": {}, "env": {}, "max_iters": dict.fromkeys(TRIALS, 8), "command": []}
+    return Manifest(definition, trials, [{"rung": 0, "max_iters": 3, "metric": "t/acc", "ranking": [[TRIALS[0], 0.5]],
                                           "promoted": [TRIALS[0]]}]).to_json().encode()
 
 

@@ -324,10 +324,10 @@ meta_value = st.one_of(
     json_of(st.text(max_size=3)),
 )
 MANIFEST_KEYS = ["format", "definition", "trials", "rungs", "name", "values", "status", "rung", "error",
-                 "best_val_loss", "iters", "promoted", "ranking", "x"]
+                 "best_val_loss", "iters", "score", "promoted", "ranking", "settings", "metric", "goal", "x"]
 manifest_value = st.one_of(json_atom, json_of(st.sampled_from(MANIFEST_KEYS)),
                            st.sampled_from(['"finished"', '"pruned"', '"failed"', '"../x"', '".hidden"', '"a/b"',
-                                            '"learning_rate=0.001"', "1", "-2", "[]"]))
+                                            '"learning_rate=0.001"', "1", "-2", "[]", '"max"', '"t/acc"', "NaN"]))
 manifest_inputs = json_inputs(json_object(st.sampled_from(MANIFEST_KEYS), manifest_value),
                               lambda: [fz.real_manifest()])
 metajson_inputs = json_inputs(json_object(st.sampled_from(META_KEYS), meta_value),

@@ -95,6 +95,9 @@ WRONG = {
     "sweep setting out of range": ('[sweep]\ntrials = 0\n', True),
     "sweep choice out of range": ('[sweep]\nn_layer = [0, 2]\n', True),
     "empty sweep choices": ('[sweep]\nn_layer = []\n', True),
+    "a sweep metric that names no task": ('[sweep]\nn_layer = [1, 2]\nmetric = "hellaswag"\n', True),
+    "a sweep goal that is neither": ('[sweep]\nn_layer = [1, 2]\nmetric = "val_loss"\ngoal = "up"\n', True),
+    "a sweep metric that is no string": ('[sweep]\nn_layer = [1, 2]\nmetric = 1\n', True),
 }
 
 
@@ -114,7 +117,8 @@ def test_wrong_toml_is_refused(name, tmp_path):
 @pytest.mark.parametrize("text", ['[model]\nvocab_size = "None"\n', '[train]\nstop_iter = "null"\n',
                                   '[lr_schedule]\nlr_decay_iters = "${max_iters}"\n', '[train]\nmax_iters = 1e3\n',
                                   '[system]\ndtype = "${env:DTYPE:-auto}"\n', '[model]\ndropout = 0\n',
-                                  'extends = "base.toml"\n', '[env]\n_A1 = "x"\n'])
+                                  'extends = "base.toml"\n', '[env]\n_A1 = "x"\n',
+                                  '[sweep]\nn_layer = [1, 2]\nmetric = "hellaswag/acc_norm"\ngoal = "max"\n'])
 def test_what_slo_takes_the_schema_takes(text):
     assert errors(text) == []
 

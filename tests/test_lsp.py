@@ -224,6 +224,20 @@ async def test_completion(editor):
 
 
 @lsp_test
+async def test_the_sweep_s_settings_are_completed_and_hovered_with_their_docs(editor):
+    await editor.open("sweep.config", "SWEEP n_layer=1,2 metric=val_loss goal=\n")
+    keys = (await editor.client.text_document_completion_async(
+        types.CompletionParams(**editor.at("sweep.config", 0, 18)))).items
+    metric = next(item for item in keys if item.label == "metric")
+    assert metric.detail == "sweep setting" and metric.documentation.startswith("What ranks the trials")
+    assert labels(await editor.client.text_document_completion_async(
+        types.CompletionParams(**editor.at("sweep.config", 0, 39)))) == ["min", "max"]
+    shown = (await editor.client.text_document_hover_async(
+        types.HoverParams(**editor.at("sweep.config", 0, 20)))).contents.value
+    assert shown.startswith("**metric** (sweep setting)") and "hellaswag/acc_norm" in shown
+
+
+@lsp_test
 async def test_hover_says_where_a_value_came_from(editor):
     await editor.open("hover.config", "FROM base.config\nMODEL n_layer=8\nLR_SCHEDULE lr_decay_iters=${max_iters}\n")
     ask = editor.client.text_document_hover_async

@@ -131,7 +131,8 @@ def test_toml_sweep_table(write):
     cfg = load(write("a.toml", '[train]\nmax_iters = 10\n[sweep]\nlearning_rate = [1e-3, 3e-3]\n'
                                'dropout = "uniform(0,0.2)"\nn_layer = 2\ntrials = 3\nseed = 1\n'))
     assert cfg.sweep.keys == ("learning_rate", "dropout", "n_layer")
-    assert cfg.sweep.definition.settings == {"trials": 3, "seed": 1, "halving": None, "rungs": None}
+    assert cfg.sweep.definition.settings == {"trials": 3, "seed": 1, "halving": None, "rungs": None,
+                                             "metric": "val_loss", "goal": "min"}
     assert len(cfg.sweep.trials) == 3 and all(t.values["n_layer"] == 2 for t in cfg.sweep.trials)
     assert {t.values["learning_rate"] for t in cfg.sweep.trials} <= {1e-3, 3e-3}
     # a choice's origin is the array's place

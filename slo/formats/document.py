@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from ..schema import CONVERT, SECTION_KEYS, SECTIONS, format_value
-from ..statements import QUOTE, VALUE, is_interpolated
-from ..trials import is_setting
+from ..schema import SECTION_KEYS, SECTIONS, format_value
+from ..statements import KEY, QUOTE, VALUE, is_interpolated
+from ..trials import is_setting, setting_value
 from .comments import Comments, block_lines
 
 
@@ -25,8 +25,8 @@ class Document:
     bases: list[str] = field(default_factory=list)
     comments: Comments = field(default_factory=Comments)
     # SWEEP, in the order written: key -> its text (a comma list such as 1e-3,3e-3, or a range such
-    # as log(1e-4,1e-2); Interpolated or not, as values are), or an int for a setting of the sweep
-    # (trials, seed, halving, rungs)
+    # as log(1e-4,1e-2); Interpolated or not, as values are), or a setting of the sweep's value (an int
+    # for trials, seed, halving and rungs, a str for metric and goal)
     sweep: dict[str, str | int] = field(default_factory=dict)
 
     def sections(self) -> Iterator[tuple[str, list[str]]]:
@@ -61,7 +61,7 @@ def sweep_entry(item: tuple) -> str | int:
     """A SWEEP item as read (from any format) as a Document holds it: a setting as its int, a swept key as
     sweep_text."""
     if is_setting(item):
-        return CONVERT["max_iters"](item[VALUE])  # an int however written (20, 2e1), as slo.trials reads it
+        return setting_value(item[KEY], item[VALUE])  # an int however written (20, 2e1), or a text, as slo.trials reads it
     return sweep_text(item)
 
 

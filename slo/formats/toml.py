@@ -8,7 +8,8 @@
     [sweep]                    # SWEEP
     learning_rate = [1e-3, 3e-3]        # the choices
     dropout = "uniform(0,0.2)"          # a range, as a string
-    trials = 20                         # the sweep's settings: integers
+    trials = 20                         # the sweep's settings: integers,
+    metric = "hellaswag/acc_norm"       # and strings for metric and goal
 
 Values keep TOML's types; the schema types and checks them as it does a
 .config's. Strings are interpolated like a bare .config value (``${key}``,
@@ -257,7 +258,8 @@ class _Reader:
 
     def sweep(self, name: str, values: dict) -> None:
         """The [sweep] table: each key's choices (an array, or one value), its range (a string such as
-        "log(1e-4,1e-2)") or a comma list as one string, and the sweep's settings (integers)."""
+        "log(1e-4,1e-2)") or a comma list as one string, and the sweep's settings (integers; metric and goal
+        strings)."""
         swept: dict = {}
         for key, value in values.items():
             item = self.item((name, key), value)
@@ -290,7 +292,8 @@ def _sweep_problem(key: str, value) -> str | None:
     """What is wrong with a [sweep] value that slo.trials would not say in TOML's terms, if anything."""
     kind = _kind(value)
     if key in SETTINGS and not (key == "seed" and kind == "array"):
-        return f"{key} takes one integer, not a TOML {kind}" if kind else None
+        one = "integer" if SETTINGS[key].is_int else "string"
+        return f"{key} takes one {one}, not a TOML {kind}" if kind else None
     if kind == "array":
         if not value:
             return f"{key} = [] is an empty array: give the choices to sweep, such as {key} = [a, b]"
@@ -390,6 +393,8 @@ def sweep_value_text(key: str, value: str | int) -> str:
     choices apart by value), or when it is a range)."""
     if type(value) is int:
         return str(value)
+    if key in SETTINGS and not SETTINGS[key].is_int:  # metric, goal: a string
+        return value_text(value)
     if not _RANGE.match(value):
         try:
             choices = [CONVERT[key](piece) for piece in value.split(",")]

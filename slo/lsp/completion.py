@@ -18,7 +18,8 @@ from .workspace import Document, Workspace
 MAX_ENTRIES = 500  # of one folder, offered after FROM
 _ABOUT = {"FROM": "Inherit the values set in base configs (paths relative to this file).",
           "ENV": "Set environment variables for the run: ENV NAME=value.",
-          SWEEP: "Sweep keys over values: SWEEP key=a,b or key=lo..hi; settings " + ", ".join(SETTINGS) + "."}
+          SWEEP: "Sweep keys over values: SWEEP key=a,b, or key=log(a,b), uniform(a,b) or int(a,b) with trials=N; "
+                 "settings " + ", ".join(SETTINGS) + "."}
 _KIND = types.CompletionItemKind
 
 
@@ -79,11 +80,13 @@ def _keys(place: Place, edit: types.Range) -> list[types.CompletionItem]:
     for name in names:
         spec = KEYS.get(name)
         detail = key_detail(spec) if spec else "sweep setting"
-        out.append(_item(name, _KIND.Property, edit, name + "=", detail, spec.doc if spec else None))
+        out.append(_item(name, _KIND.Property, edit, name + "=", detail, spec.doc if spec else SETTINGS[name].doc))
     return out
 
 
 def _values(place: Place, edit: types.Range) -> list[types.CompletionItem]:
+    if place.directive == SWEEP and place.key in SETTINGS and place.key not in KEYS:
+        return [_item(v, _KIND.Value, edit, sort=f"{i:02}") for i, v in enumerate(SETTINGS[place.key].choices)]
     spec = KEYS.get(place.key)
     if spec is None or place.directive not in SECTION_KEYS:
         return []

@@ -8,8 +8,9 @@ import os
 from lsprotocol import types
 
 from ..config import Config, Origin
-from ..schema import KEYS, SECTION_KEYS, format_value
+from ..schema import KEYS, SECTION_KEYS, SWEEP, format_value
 from ..statements import KEY, LINE, VALUE
+from ..trials import SETTINGS
 from .completion import directive_about, key_detail
 from .cursor import Target
 from .diagnostics import shown_path
@@ -93,6 +94,8 @@ def _text(workspace: Workspace, doc: Document, target: Target) -> str | None:
     if target.kind == "key":
         if target.directive == "ENV":
             return _env_text(workspace, doc, target.name)
+        if target.directive == SWEEP and target.name in SETTINGS and target.name not in KEYS:
+            return f"**{target.name}** (sweep setting)\n\n{SETTINGS[target.name].doc}"
         return _key_text(workspace, doc, target.name)
     if target.kind == "ref":
         return _ref_text(workspace, doc, target.name)

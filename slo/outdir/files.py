@@ -7,6 +7,7 @@ The trainer writes them; its sinks (metrics, TensorBoard), ``slo sample`` and
 from __future__ import annotations
 
 import json
+import math
 import re
 import reprlib
 import shutil
@@ -59,6 +60,11 @@ def is_number(value) -> bool:
     if isinstance(value, bool):
         return False
     return isinstance(value, float) or (isinstance(value, int) and -MAX_INT < value < MAX_INT)
+
+
+def finite(value) -> bool:
+    """A number (is_number) that is neither infinite nor nan."""
+    return is_number(value) and math.isfinite(value)
 
 
 def shown(value) -> str:

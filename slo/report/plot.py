@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 from ..errors import RunError
-from ..outdir.files import METRICS_NAME
+from ..outdir.files import METRICS_NAME, finite
 from ..sweeps.manifest import is_sweep_dir
-from .run_folder import Run, finite, read_run, shorten
-from .sweep_folder import ranked, read_sweep
+from .run_folder import Run, read_run, shorten
+from .sweep_folder import read_sweep
 
 FIGURE_SIZE = (12.0, 8.0)  # inches, for the four panels; each row of task panels adds ROW_HEIGHT
 ROW_HEIGHT = 4.0  # inches
@@ -230,12 +230,12 @@ def run_command(ns) -> int:
 
 
 def plot_sweep(folder: Path):
-    """The figure of a sweep folder's trials that have metrics, best val loss first, each named by its
+    """The figure of a sweep folder's trials that have metrics, best first by the sweep's metric, each named by its
     swept values (and its status unless finished); the others are left out with a note on stderr.
     RunError when folder is not a sweep folder, its sweep.json is damaged, or no trial has metrics."""
     sweep = read_sweep(folder)
     trials = []
-    for trial in ranked(sweep.trials):
+    for trial in sweep.ranked():
         if trial.has_metrics:
             trials.append(trial)
         else:

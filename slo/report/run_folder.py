@@ -19,7 +19,6 @@ A run's status, derived from those files (the trainer writes no marker):
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import statistics
@@ -28,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RunError
-from ..outdir.files import (CHECKPOINT_NAME, CONFIG_JSON, LOCK_NAME, METRICS_NAME, ORIGINS_JSON, is_number,
-                            is_task_metric, read_json, read_records)
+from ..outdir.files import (CHECKPOINT_NAME, CONFIG_JSON, LOCK_NAME, METRICS_NAME, ORIGINS_JSON, finite,
+                            is_number, is_task_metric, read_json, read_records)
 from ..outdir.lock import holder
 from ..schema import format_value
 
@@ -254,6 +253,3 @@ def format_rows(rows: list[tuple[str, ...]], right: set[int]) -> str:
 def shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
-
-def finite(value) -> bool:
-    return is_number(value) and math.isfinite(value)

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import RunError
 from ..outdir.files import shown
 from ..sweeps.manifest import MANIFEST_NAME, STATUSES, Manifest, TrialRecord, is_sweep_dir, read_manifest
+from ..ranking import Ranking
 from ..schema import format_value
 from .run_folder import Run, format_rows, is_run_dir, read_run, shorten
 
@@ -42,6 +43,14 @@ class Trial:
     def best_val_loss(self) -> float | None:
         best = self.run.best_val_loss if self.run is not None else None
         return best if best is not None else self.record.best_val_loss
+
+    def score(self, ranking: Ranking) -> float | None:
+        """The trial's score by ranking (Ranking.score): from its run folder when that has one, else the
+        manifest's."""
+        if ranking.task is None:
+            return self.best_val_loss
+        score = ranking.score(r.get(ranking.metric) for r in self.run.evals) if self.run is not None else None
+        return score if score is not None else self.record.score
 
     @property
     def progress(self) -> str:
@@ -73,6 +82,15 @@ class Sweep:
     @property
     def keys(self) -> list[str]:
         return swept_keys(self.manifest)
+
+    def ranked(self) -> list[Trial]:
+        """The trials, best first by the sweep's metric (a tie by best val loss); failed ones and those never
+        scored last, in the manifest's order."""
+        by = self.manifest.ranking
+
+        def key(trial: Trial) -> tuple:
+            return by.order(None) if trial.status == "failed" else by.order(trial.score(by), trial.best_val_loss)
+        return sorted(self.trials, key=key)
 
     def label(self, trial: Trial) -> str:
         return values_label(trial.record.values, self.keys)
@@ -117,35 +135,33 @@ def _read_trial(folder: Path, record: TrialRecord) -> Trial:
     return trial
 
 
-def ranked(trials: list[Trial]) -> list[Trial]:
-    """Best validation loss first; failed trials and those never evaluated last, in manifest order."""
-    def key(trial: Trial):
-        best = trial.best_val_loss
-        last = best is None or trial.status == "failed"
-        return (last, 0.0 if last else best)
-    return sorted(trials, key=key)
-
-
 def format_sweep_table(folder: Path) -> str:
-    """The table of a sweep folder's trials, best validation loss first: one column per swept key,
-    then iterations, best val loss, tokens/s and status, and a line of counts by status.
-    RunError when folder is not a sweep folder or its sweep.json is damaged."""
+    """The table of a sweep folder's trials, best first by the sweep's metric: one column per swept key,
+    then iterations, best val loss, the last score of the task metric that ranks them (when one does), tokens/s
+    and status, and a line of counts by status. RunError when folder is not a sweep folder or its
+    sweep.json is damaged."""
     sweep = read_sweep(folder)
-    keys = sweep.keys
-    header = (*keys, "ITERS", "BEST VAL", "TOK/S", "STATUS")
+    keys, by = sweep.keys, sweep.manifest.ranking
+    scored = by.task is not None
+    header = (*keys, "ITERS", "BEST VAL") + (f"{by.metric} (LAST)",) * scored + ("TOK/S", "STATUS")
     rows = [header]
-    for trial in ranked(sweep.trials):
+    for trial in sweep.ranked():
         speed = trial.run.tokens_per_s if trial.run is not None else None
         rows.append((
             *(value_text(trial.record.values[k]) if k in trial.record.values else "-" for k in keys),
             trial.progress,
-            f"{trial.best_val_loss:.4f}" if trial.best_val_loss is not None else "-",
+            _number(trial.best_val_loss),
+            *(_number(trial.score(by)),) * scored,
             f"{speed:,.0f}" if speed is not None else "-",
             trial.status_text(),
         ))
     numeric = {i for i, k in enumerate(keys) if _all_numbers(t.record.values.get(k) for t in sweep.trials)}
-    right = numeric | {len(keys), len(keys) + 1, len(keys) + 2}
+    right = numeric | set(range(len(keys), len(keys) + 3 + scored))
     return format_rows(rows, right) + "\n" + status_counts(sweep.trials)
+
+
+def _number(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "-"
 
 
 def _all_numbers(values) -> bool:

@@ -12,10 +12,14 @@ The file, as JSON::
      "trials": [{"name": "learning_rate=0.001,n_layer=2",   # also its folder's name
                  "values": {"learning_rate": 0.001, "n_layer": 2},
                  "status": "finished", "rung": 0, "error": null,
-                 "best_val_loss": 1.92, "iters": 200}, ...],
-     "rungs": [{"rung": 0, "max_iters": 22, "ranking": [name, ...], "promoted": [name, ...]}, ...]}
+                 "best_val_loss": 1.92, "iters": 200, "score": 1.92}, ...],
+     "rungs": [{"rung": 0, "max_iters": 22, "metric": "val_loss", "ranking": [[name, score], ...],
+                "promoted": [name, ...]}, ...]}
 
-``rung`` is the last rung the trial completed (-1 before its first).
+``rung`` is the last rung the trial completed (-1 before its first); ``score``
+its score by the metric that ranks the trials (the definition's settings'
+``metric`` and ``goal``): its best val loss, or its last score of a task
+(slo.ranking); a manifest written before there were scores has none.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from pathlib import Path
 from .. import atomic
 from ..errors import RunError
 from ..outdir.files import is_number, read_json, shown
+from ..ranking import Ranking
+from ..trials import setting_value
 
 MANIFEST_NAME = "sweep.json"
 FORMAT = 1
@@ -45,6 +51,7 @@ class TrialRecord:
     error: str | None = None
     best_val_loss: float | None = None
     iters: int | None = None
+    score: float | None = None
 
 
 @dataclass
@@ -52,6 +59,10 @@ class Manifest:
     definition: dict
     trials: list[TrialRecord]
     rungs: list[dict] = field(default_factory=list)
+
+    @property
+    def ranking(self) -> Ranking:
+        return Ranking.of(self.definition.get("settings") or {})
 
     def trial(self, name: str) -> TrialRecord:
         return next(t for t in self.trials if t.name == name)
@@ -80,6 +91,9 @@ def read_manifest(folder: Path) -> Manifest | None:
     definition, trials, rungs = data.get("definition"), data.get("trials"), data.get("rungs", [])
     if not isinstance(definition, dict) or not isinstance(trials, list) or not isinstance(rungs, list):
         raise _damaged(path, "definition, trials or rungs is missing or of the wrong type")
+    problem = _ranking_problem(definition.get("settings", {}))
+    if problem:
+        raise _damaged(path, problem)
     records = []
     for i, t in enumerate(trials):
         problem = _trial_problem(t)
@@ -91,9 +105,22 @@ def read_manifest(folder: Path) -> Manifest | None:
     return Manifest(definition, records, rungs)
 
 
+def _ranking_problem(settings) -> str | None:
+    """What is wrong with the definition's settings' metric and goal, if anything (neither is needed)."""
+    if not isinstance(settings, dict):
+        return "its definition's settings are not an object"
+    for key in ("metric", "goal"):
+        if settings.get(key) is not None:
+            try:
+                setting_value(key, settings[key])
+            except ValueError as e:
+                return f"its {key} {shown(settings[key])} {e}"
+    return None
+
+
 def _trial_problem(t) -> str | None:
-    fields = TrialRecord.__dataclass_fields__
-    if not isinstance(t, dict) or set(t) != set(fields):
+    fields = set(TrialRecord.__dataclass_fields__)
+    if not isinstance(t, dict) or set(t) not in (fields, fields - {"score"}):  # no score: written before scores
         return f"{shown(t)} is not a trial record"
     if not (isinstance(t["name"], str) and _plain_name(t["name"])):
         return f"its name {shown(t['name'])} is not a folder name"
@@ -105,6 +132,8 @@ def _trial_problem(t) -> str | None:
         return "its error is not text"
     if t["best_val_loss"] is not None and not is_number(t["best_val_loss"]):
         return f"its best_val_loss {shown(t['best_val_loss'])} is not a number"
+    if t.get("score") is not None and not is_number(t["score"]):
+        return f"its score {shown(t['score'])} is not a number"
     if t["iters"] is not None and not (is_number(t["iters"]) and isinstance(t["iters"], int)):
         return f"its iters {shown(t['iters'])} is not an integer"
     return None

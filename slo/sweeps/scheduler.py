@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RunError
-from ..outdir.files import CHECKPOINT_NAME, METRICS_NAME, SHARDED_NAME, read_records
+from ..outdir.files import CHECKPOINT_NAME, METRICS_NAME, SHARDED_NAME, finite, is_task_metric, read_records
+from ..ranking import Ranking
 from .manifest import Manifest, TrialRecord, write_manifest
 
 LOG_NAME = "train.log"  # a trial's console output, in its folder
@@ -124,14 +125,16 @@ class Scheduler:
 
     def _record(self, job: Job, code: int) -> None:
         record, trial_dir = job.record, self.folder / job.record.name
-        best, iters, at_target = read_progress(trial_dir / METRICS_NAME, job.target)
-        record.best_val_loss, record.iters = best, iters
-        seconds = time.monotonic() - job.started
+        ranking = self.manifest.ranking
+        progress = read_progress(trial_dir / METRICS_NAME, job.target, ranking)
+        record.best_val_loss, record.iters, record.score = progress.best_val_loss, progress.iters, progress.score
+        iters, seconds = progress.iters, time.monotonic() - job.started
         if code == 0 and iters is not None and iters >= job.target:
             record.rung += 1
             record.status = "finished" if job.target >= record_max_iters(self.manifest, record) else "stopped"
+            shown = ranking.metric.replace("_", " ") if ranking.task is None else ranking.metric
             self.say(f"  {record.name}: {'finished' if record.status == 'finished' else 'reached'} iter {iters}, "
-                     f"val loss {_loss(at_target)} ({seconds:.0f} s)")
+                     f"{shown} {_loss(progress.at_target)} ({seconds:.0f} s)")
         elif code in STOPPED or self.stop_signal is not None:
             record.status = "stopped"
             self.say(f"  {record.name}: stopped at iter {iters if iters is not None else 0}")
@@ -155,17 +158,30 @@ def rung_target(max_iters: int, halving: int | None, rungs: int, rung: int) -> i
     return max(1, math.ceil(max_iters / halving ** (rungs - 1 - rung)))
 
 
-def read_progress(metrics: Path, target: int) -> tuple[float | None, int | None, float | None]:
-    """(best val loss, last step reached, val loss at the last evaluation at or before target) of a
-    trial's metrics; Nones where it has none."""
+@dataclass(frozen=True)
+class TrialProgress:
+    """What a trial's metrics.jsonl says of it, up to a target step; Nones where it says nothing."""
+    iters: int | None = None  # the last step reached
+    best_val_loss: float | None = None
+    score: float | None = None  # its score by the sweep's metric (Ranking.score)
+    at_target: float | None = None  # the metric at the last evaluation at or before the target (which ranks a rung)
+    val_at_target: float | None = None  # the val loss there (which breaks a tie)
+    metrics: tuple = ()  # the task/metric fields its evaluations recorded
+
+
+def read_progress(metrics: Path, target: int, ranking: Ranking) -> TrialProgress:
+    """A trial's progress from its metrics.jsonl, its evaluations up to target, scored by ranking."""
     try:
         records = read_records(metrics)
     except OSError:
-        return None, None, None
-    vals = [r for r in records if r.get("val_loss") is not None and r["iter"] <= target]
-    best = min((r["val_loss"] for r in vals), default=None)
+        return TrialProgress()
+    evals = [r for r in records if r.get("val_loss") is not None and r["iter"] <= target]
     steps = [r["iter"] + 1 if "loss" in r and "val_loss" not in r else r["iter"] for r in records]
-    return best, max(steps, default=None), vals[-1]["val_loss"] if vals else None
+    return TrialProgress(max(steps, default=None), min((r["val_loss"] for r in evals), default=None),
+                         ranking.score(r.get(ranking.metric) for r in evals),
+                         evals[-1][ranking.metric] if evals and finite(evals[-1].get(ranking.metric)) else None,
+                         evals[-1]["val_loss"] if evals else None,
+                         tuple(dict.fromkeys(k for r in evals for k in r if is_task_metric(k))))
 
 
 def last_error(log: Path, code: int) -> str:
@@ -186,7 +202,7 @@ def last_error(log: Path, code: int) -> str:
 
 
 def _checkpoint_iter(trial_dir: Path) -> str:
-    best, iters, _ = read_progress(trial_dir / METRICS_NAME, 1 << 62)
+    iters = read_progress(trial_dir / METRICS_NAME, 1 << 62, Ranking()).iters
     return str(iters) if iters is not None else "its checkpoint"
 
 

@@ -12,6 +12,7 @@ when one failed or on a run error, 2 on a config error, 130/143 when stopped.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
@@ -36,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "sweep") -> No
     parser.add_argument("--retry", action="store_true", help="run failed trials again, from their checkpoints")
     add_trust_flags(parser)
     parser.epilog = ("Sweeps: SWEEP lines in the config, or --key=a,b,c, --key=log(a,b) | uniform(a,b) | int(a,b) "
-                     "with --trials=N (random search), --halving=N [--rungs=R], --SWEEP.seed=N; "
+                     "with --trials=N (random search), --halving=N [--rungs=R], --SWEEP.seed=N, --metric=TASK/METRIC "
+                     "[--goal=max|min] (rank by a task's score); "
                      "other --key=value overrides apply to every trial.")
 
 
@@ -90,12 +92,18 @@ def definition(cfg, files: list[str], overrides: list[str]) -> dict:
     return json.loads(json.dumps(data))  # as it reads back from sweep.json
 
 
+RANKING = ("metric", "goal")  # settings that change no trial: only how they are ranked
+
+
 def changes(old: dict, new: dict) -> list[str]:
-    """What differs between two definitions, in words (the command that made them aside)."""
+    """What differs between two definitions, in words (the command that made them, and how the trials are
+    ranked, aside)."""
     out = []
     for part, what in (("swept", "SWEEP {}"), ("settings", "{}"), ("config", "{}"), ("env", "ENV {}")):
         a, b = old.get(part) or {}, new.get(part) or {}
         for key in list(a) + [k for k in b if k not in a]:
+            if part == "settings" and key in RANKING:
+                continue
             if a.get(key, "(not set)") != b.get(key, "(not set)"):
                 out.append(f"{what.format(key)}: {_text(a.get(key))} -> {_text(b.get(key))}")
     if not out and old.get("trials") != new.get("trials"):
@@ -116,7 +124,13 @@ def open_manifest(folder: Path, cfg, files: list[str], overrides: list[str], for
     if old is not None:
         differ = changes(old.definition, new)
         if not differ:
-            old.definition = new
+            before, old.definition = old.ranking, new
+            if old.ranking != before:
+                for record in old.trials:
+                    record.score = None  # of the metric before; the next time each trial runs gives its own
+                decided = f"; the {len(old.rungs)} rung(s) already ranked keep their promotions" if old.rungs else ""
+                print(f"note: the trials are ranked by {old.ranking.describe()} now (they were by "
+                      f"{before.describe()}){decided}", flush=True)
             return old
         if not force:
             shown = "; ".join(differ[:MAX_CHANGES]) + (f"; and {len(differ) - MAX_CHANGES} more" if
@@ -172,21 +186,43 @@ def _due(record: TrialRecord, rung: int, retry: bool) -> bool:
 
 def promote(scheduler: Scheduler, manifest: Manifest, members: list, targets: dict, rung: int,
             halving: int) -> list:
-    """Rank a rung's trials by validation loss at its end; the best 1/halving go on, the rest are pruned."""
-    scores = {}
+    """Rank a rung's trials by the sweep's metric (validation loss unless SWEEP metric= names a task's score)
+    at its end, a tie by the val loss there; the best 1/halving go on, the rest are pruned. RunError, deciding nothing, when trials
+    reached the rung but none recorded the metric there."""
+    by = manifest.ranking
+    scores, losses, recorded = {}, {}, {}
     for t in members:
-        _, _, loss = read_progress(scheduler.folder / t.name / METRICS_NAME, targets[t.name])
-        scores[t.name] = loss if t.rung >= rung and t.status != "failed" and loss is not None else None
-    ranking = sorted(members, key=lambda t: (scores[t.name] is None, scores[t.name] or 0.0))
+        progress = read_progress(scheduler.folder / t.name / METRICS_NAME, targets[t.name], by)
+        done = t.rung >= rung and t.status != "failed"
+        scores[t.name], losses[t.name] = (progress.at_target, progress.val_at_target) if done else (None, None)
+        recorded.update(dict.fromkeys(progress.metrics if done else ()))
+    if by.task is not None and all(v is None for v in scores.values()) and any(
+            t.rung >= rung and t.status != "failed" for t in members):
+        raise RunError(unscored(by.metric, rung, list(recorded)))
+    ranking = sorted(members, key=lambda t: by.order(scores[t.name], losses[t.name]))
     keep = [t for t in ranking if scores[t.name] is not None][:max(1, len(members) // halving)]
     for t in members:
         if t not in keep and t.status != "failed":
             t.status = "pruned"
-    manifest.rungs.append({"rung": rung, "max_iters": max(targets.values()),
+    manifest.rungs.append({"rung": rung, "max_iters": max(targets.values()), "metric": by.metric,
                            "ranking": [[t.name, scores[t.name]] for t in ranking], "promoted": [t.name for t in keep]})
     write_manifest(scheduler.folder, manifest)
     scheduler.say(f"rung {rung + 1}: promoted {', '.join(t.name for t in keep) or 'none'}")
     return keep
+
+
+def unscored(metric: str, rung: int, recorded: list[str]) -> str:
+    """Why a rung cannot be ranked by a task's metric no trial recorded, and what to do."""
+    task = metric.partition("/")[0]
+    own = [m for m in recorded if m.partition("/")[0] == task]
+    close = difflib.get_close_matches(metric, own, n=1, cutoff=0)
+    if own:
+        hint = f"the trials recorded {', '.join(own)}: set SWEEP metric={close[0]} and run slo sweep again"
+    else:
+        hint = (f"their evaluations recorded no {task} score ({', '.join(recorded) or 'no task scores'}); check "
+                "LOGGING eval_tasks and the trials' train.log")
+    return (f"rung {rung + 1} cannot be ranked by {metric}: no trial recorded it; {hint} (the trials are kept: "
+            "the rung is ranked when the sweep runs again)")
 
 
 # ---- devices ------------------------------------------------------------------
