@@ -622,6 +622,33 @@ from slo.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 PLAIN_PREPARE = "import sys; from slo.cli import main; sys.exit(main(sys.argv[1:]))"
+# PLAIN_PREPARE whose main thread blocks the stop signals once the bpe trainer has started, beside a thread
+# that takes them (as a progress bar's monitor thread may)
+TRAINING_ELSEWHERE = """
+import signal, subprocess, sys, threading
+from slo.runner.prepare import bpe
+popen = subprocess.Popen
+def started(*args, **kwargs):
+    trainer = popen(*args, **kwargs)
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    return trainer
+bpe.subprocess = type(sys)("patched")
+bpe.subprocess.__dict__.update(vars(subprocess), Popen=started)
+from slo.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+# HELD_PREPARE whose main thread blocks the stop signals once the pool has started: the kernel gives them to
+# another thread (the pool's), as it may at any time, and the main thread must still act on them
+HELD_ELSEWHERE = HELD_PREPARE.replace("from slo.cli import main", """import signal
+start_pool = encode._start_pool
+def started(*args):  # each pool's workers and threads are made as in any run: they take the signals
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    pool = start_pool(*args)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    return pool
+encode._start_pool = started
+from slo.cli import main""")
 
 
 def start_prepare(hang_guard, script: str, args: list, line: str):
@@ -689,12 +716,24 @@ def test_a_signal_mid_way_leaves_the_previous_dataset(tmp_path, hang_guard, sig)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "docs.jsonl"]
 
 
-def start_bpe_training(tmp_path, hang_guard, *args):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_that_reaches_another_thread_stops_it_too(tmp_path, hang_guard, sig):
+    write_jsonl(tmp_path / "docs.jsonl", DOCS * 40)
+    assert prepare(tmp_path / "docs.jsonl", "-o", tmp_path / "d") == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()}
+    child, err = start_prepare(hang_guard, HELD_ELSEWHERE, [tmp_path / "docs.jsonl", "-o", tmp_path / "d", "--force",
+                                                            "--tokenizer", "char", "--workers", "2"], "wrote a piece")
+    err += stop(child, sig)
+    assert child.returncode == 128 + sig and "Traceback" not in err, err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()} == before
+
+
+def start_bpe_training(tmp_path, hang_guard, *args, script: str = PLAIN_PREPARE):
     """slo prepare big.txt -o tmp_path/d --tokenizer bpe:1048576, on 8 MB of random letters (minutes to train),
     once its trainer has started: the command, what it printed, and the trainer's pid."""
     (tmp_path / "big.txt").write_text(long_run("letters", 8 << 20))
-    child, err = start_prepare(hang_guard, PLAIN_PREPARE, [tmp_path / "big.txt", "-o", tmp_path / "d", *args,
-                                                           "--tokenizer", "bpe:1048576"], "training bpe:1048576")
+    child, err = start_prepare(hang_guard, script, [tmp_path / "big.txt", "-o", tmp_path / "d", *args,
+                                                    "--tokenizer", "bpe:1048576"], "training bpe:1048576")
     started = children(child.pid)
     assert [b"slo.runner.prepare.bpe" in command for command in started.values()] == [True], started  # it trains apart
     return child, err, next(iter(started))
@@ -711,6 +750,14 @@ def test_a_signal_stops_bpe_training_at_once(tmp_path, hang_guard, sig):
     assert not alive(trainer)  # killed, and waited for
     assert {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt", "d", "docs.jsonl"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_another_thread_takes_stops_bpe_training_too(tmp_path, hang_guard, sig):
+    child, err, trainer = start_bpe_training(tmp_path, hang_guard, script=TRAINING_ELSEWHERE)
+    err += stop(child, sig)
+    assert child.returncode == 128 + sig and "Traceback" not in err, err
+    assert not alive(trainer) and sorted(p.name for p in tmp_path.iterdir()) == ["big.txt"]
 
 
 def test_bpe_training_ends_with_a_killed_prepare(tmp_path, hang_guard):

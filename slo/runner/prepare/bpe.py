@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import select
 import subprocess
 import sys
 import threading
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ...errors import RunError
-from .encode import EOT_TEXT, TokenizerPlan, hf_library
+from .encode import EOT_TEXT, SIGNAL_TURN_S, TokenizerPlan, hf_library
 from .inputs import Reader, piece_texts, progress_bar
 
 MAX_PRETOKEN = 256  # bytes: longer than any token a BPE of GPT-2's pattern learns from text
@@ -83,6 +84,8 @@ def train_apart(plan: TokenizerPlan, reader: Reader, stride: int, n_docs: int, p
         print(f"training {plan.spec} on {reader.total_bytes / stride / 1e6:,.1f} MB of text", file=sys.stderr,
               flush=True)
         try:
+            while not select.select([trainer.stdout], [], [], SIGNAL_TURN_S)[0]:
+                pass  # waited for in turns: a stop signal another thread took is acted on at the next
             outcome = pickle.load(trainer.stdout)
         except (EOFError, pickle.UnpicklingError):  # it died before it could answer
             outcome = None

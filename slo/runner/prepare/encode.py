@@ -31,6 +31,7 @@ BPE_VOCAB = (257, 1 << 20)  # bpe:N: the 256 bytes and the end of text at the le
 HF_BATCH_CHARS = 256 << 10  # characters encoded by one call of tokenizers (see hf_batches)
 HF_PIECE_BYTES = 1 << 20  # the largest piece for tokenizers, which holds every token of a call at once
 WINDOW_PER_WORKER = 2  # pieces in flight per worker: enough to keep each busy, few enough to bound memory
+SIGNAL_TURN_S = 0.2  # the longest the main thread waits on a worker before it looks at the signals again
 TOKENIZER_NAMES = "bytes, char, gpt2, bpe:N, or the path of a tokenizer.json or a Hugging Face model folder"
 
 
@@ -331,10 +332,17 @@ def _start_pool(workers: int, setup: tuple):
 
 
 def _result(future):
+    """The future's result, waited for in short turns: a stop signal that the kernel gives another thread
+    (the pool's own) is acted on only when the main thread is back in the interpreter, which a wait with no
+    end never is."""
     from concurrent.futures.process import BrokenProcessPool
 
     try:
-        return future.result()
+        while True:
+            try:
+                return future.result(timeout=SIGNAL_TURN_S)
+            except TimeoutError:
+                continue
     except BrokenProcessPool:
         raise RunError("an encoding worker died (killed, or out of memory?); try fewer --workers") from None
 
