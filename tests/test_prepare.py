@@ -703,29 +703,18 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.parametrize("script", [HELD_PREPARE, HELD_ELSEWHERE], ids=["signal to the main thread", "to another"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_mid_way_leaves_the_previous_dataset(tmp_path, hang_guard, sig):
+def test_a_signal_mid_way_leaves_the_previous_dataset(tmp_path, hang_guard, sig, script):
     write_jsonl(tmp_path / "docs.jsonl", DOCS * 40)
     assert prepare(tmp_path / "docs.jsonl", "-o", tmp_path / "d") == 0
     before = {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()}
-    child, err = start_prepare(hang_guard, HELD_PREPARE, [tmp_path / "docs.jsonl", "-o", tmp_path / "d", "--force",
-                                                          "--tokenizer", "char", "--workers", "2"], "wrote a piece")
+    child, err = start_prepare(hang_guard, script, [tmp_path / "docs.jsonl", "-o", tmp_path / "d", "--force",
+                                                    "--tokenizer", "char", "--workers", "2"], "wrote a piece")
     err += stop(child, sig)
     assert child.returncode == 128 + sig and "Traceback" not in err, err
     assert {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "docs.jsonl"]
-
-
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_that_reaches_another_thread_stops_it_too(tmp_path, hang_guard, sig):
-    write_jsonl(tmp_path / "docs.jsonl", DOCS * 40)
-    assert prepare(tmp_path / "docs.jsonl", "-o", tmp_path / "d") == 0
-    before = {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()}
-    child, err = start_prepare(hang_guard, HELD_ELSEWHERE, [tmp_path / "docs.jsonl", "-o", tmp_path / "d", "--force",
-                                                            "--tokenizer", "char", "--workers", "2"], "wrote a piece")
-    err += stop(child, sig)
-    assert child.returncode == 128 + sig and "Traceback" not in err, err
-    assert {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()} == before
 
 
 def start_bpe_training(tmp_path, hang_guard, *args, script: str = PLAIN_PREPARE):
@@ -739,25 +728,18 @@ def start_bpe_training(tmp_path, hang_guard, *args, script: str = PLAIN_PREPARE)
     return child, err, next(iter(started))
 
 
+@pytest.mark.parametrize("script", [PLAIN_PREPARE, TRAINING_ELSEWHERE], ids=["signal to the main thread", "to another"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_stops_bpe_training_at_once(tmp_path, hang_guard, sig):
+def test_a_signal_stops_bpe_training_at_once(tmp_path, hang_guard, sig, script):
     write_jsonl(tmp_path / "docs.jsonl", DOCS)
     assert prepare(tmp_path / "docs.jsonl", "-o", tmp_path / "d") == 0
     before = {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()}
-    child, err, trainer = start_bpe_training(tmp_path, hang_guard, "--force")
+    child, err, trainer = start_bpe_training(tmp_path, hang_guard, "--force", script=script)
     err += stop(child, sig)
     assert child.returncode == 128 + sig and "Traceback" not in err, err
     assert not alive(trainer)  # killed, and waited for
     assert {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt", "d", "docs.jsonl"]
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_another_thread_takes_stops_bpe_training_too(tmp_path, hang_guard, sig):
-    child, err, trainer = start_bpe_training(tmp_path, hang_guard, script=TRAINING_ELSEWHERE)
-    err += stop(child, sig)
-    assert child.returncode == 128 + sig and "Traceback" not in err, err
-    assert not alive(trainer) and sorted(p.name for p in tmp_path.iterdir()) == ["big.txt"]
 
 
 def test_bpe_training_ends_with_a_killed_prepare(tmp_path, hang_guard):
