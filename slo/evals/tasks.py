@@ -6,7 +6,7 @@ evaluation whose iteration is a multiple of eval_tasks_interval (or the run's
 last, max_iters or stop_iter) ``scores_at`` runs the tasks through ``lm.SloLM`` on slo's own model, as
 ``slo eval`` runs them on a checkpoint, and returns their scores flattened to
 ``task/metric`` keys for the evaluation's record. The run's random streams are
-left as they were, and the model goes back to the mode it trained in.
+left as they were, and SloLM puts the model back in the mode it trained in.
 """
 
 from __future__ import annotations
@@ -89,7 +89,6 @@ class TaskEvaluator:
         from .eval_command import missing_dataset
         from .lm import SloLM
 
-        training = model.training
         lm = SloLM(model, self.tokenizer, device=self.device, batch_size=self.batch_size, dtype=self.dtype,
                    eot_id=self.eot_id)
         try:
@@ -101,8 +100,6 @@ class TaskEvaluator:
         except torch.OutOfMemoryError:
             raise RunError(f"{KEY}: out of memory on {self.device} running the tasks {self.batch_size} sequences "
                            "at a time (the run's batch_size): lower batch_size") from None
-        finally:
-            model.train(training)
         return flat_scores(results)
 
     @classmethod

@@ -61,7 +61,7 @@ def sweep_entry(item: tuple) -> str | int:
     """A SWEEP item as read (from any format) as a Document holds it: a setting as its int, a swept key as
     sweep_text."""
     if is_setting(item):
-        return setting_value(item[KEY], item[VALUE])  # an int however written (20, 2e1), or a text, as slo.trials reads it
+        return setting_value(item[KEY], item[VALUE])  # an int however written (20, 2e1), or a text: as trials.py
     return sweep_text(item)
 
 

@@ -187,19 +187,18 @@ def _due(record: TrialRecord, rung: int, retry: bool) -> bool:
 def promote(scheduler: Scheduler, manifest: Manifest, members: list, targets: dict, rung: int,
             halving: int) -> list:
     """Rank a rung's trials by the sweep's metric (validation loss unless SWEEP metric= names a task's score)
-    at its end, a tie by the val loss there; the best 1/halving go on, the rest are pruned. RunError, deciding nothing, when trials
-    reached the rung but none recorded the metric there."""
+    at its end, a tie by the val loss there; the best 1/halving go on, the rest are pruned. RunError, deciding
+    nothing, when trials reached the rung but none recorded the metric there."""
     by = manifest.ranking
-    scores, losses, recorded = {}, {}, {}
-    for t in members:
+    scores, losses, recorded = dict.fromkeys(t.name for t in members), {}, {}
+    done = [t for t in members if t.rung >= rung and t.status != "failed"]
+    for t in done:
         progress = read_progress(scheduler.folder / t.name / METRICS_NAME, targets[t.name], by)
-        done = t.rung >= rung and t.status != "failed"
-        scores[t.name], losses[t.name] = (progress.at_target, progress.val_at_target) if done else (None, None)
-        recorded.update(dict.fromkeys(progress.metrics if done else ()))
-    if by.task is not None and all(v is None for v in scores.values()) and any(
-            t.rung >= rung and t.status != "failed" for t in members):
+        scores[t.name], losses[t.name] = progress.at_target, progress.val_at_target
+        recorded.update(dict.fromkeys(progress.metrics))
+    if by.task is not None and done and all(v is None for v in scores.values()):
         raise RunError(unscored(by.metric, rung, list(recorded)))
-    ranking = sorted(members, key=lambda t: by.order(scores[t.name], losses[t.name]))
+    ranking = sorted(members, key=lambda t: by.order(scores[t.name], losses.get(t.name)))
     keep = [t for t in ranking if scores[t.name] is not None][:max(1, len(members) // halving)]
     for t in members:
         if t not in keep and t.status != "failed":
